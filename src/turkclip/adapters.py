@@ -1,0 +1,88 @@
+"""LoRA adapters with PEFT: attach, save, load (validated), merge.
+
+An adapter folder is exactly what PEFT writes with `save_pretrained`
+(`adapter_config.json` + `adapter_model.safetensors`), so both
+`CLIPModel.from_pretrained(base).load_adapter(folder)` and
+`PeftModel.from_pretrained(base, folder)` load it. Besides LoRA on attention
+projections it can carry trained rows of the token-embedding table
+(`trainable_token_indices`): the embeddings of word pieces the base model never
+learnt, which attention-only LoRA cannot repair (see README, "Why train token rows").
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import CLIPModel
+
+from .errors import TurkclipError
+
+TOWER_PATTERNS = {"text": "text_model", "vision": "vision_model", "both": "(text_model|vision_model)"}
+
+
+@dataclass
+class LoraSettings:
+    """The seed recipe's defaults: r=16, alpha=16, q_proj+v_proj in both towers, dropout 0.1."""
+
+    r: int = 16
+    alpha: int = 16
+    dropout: float = 0.1
+    targets: tuple[str, ...] = ("q_proj", "v_proj")
+    towers: str = "both"  # "text" | "vision" | "both"
+    token_ids: list[int] = field(default_factory=list)  # token-embedding rows to train too
+
+    def peft_config(self) -> LoraConfig:
+        if self.towers not in TOWER_PATTERNS:
+            raise TurkclipError(f"--lora-towers must be text, vision or both, not {self.towers!r}")
+        targets = "|".join(self.targets)
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            # A regex, so LoRA lands only in the chosen tower(s).
+            target_modules=rf".*{TOWER_PATTERNS[self.towers]}\.encoder\.layers\.\d+\.\S*({targets})",
+            trainable_token_indices={"token_embedding": sorted(self.token_ids)} if self.token_ids else None,
+        )
+
+
+def attach_lora(model: CLIPModel, settings: LoraSettings) -> PeftModel:
+    """Freeze `model` and wrap it with fresh LoRA (and token-row) parameters."""
+    peft_model = get_peft_model(model, settings.peft_config())
+    if not any(p.requires_grad for p in peft_model.parameters()):
+        raise TurkclipError(f"no module matched the LoRA targets {settings.targets} in the {settings.towers} tower(s)")
+    return peft_model
+
+
+def load_adapter(model: CLIPModel, folder: str | Path, trainable: bool = False) -> PeftModel:
+    """Wrap `model` with the adapter in `folder`, refusing anything but a safetensors PEFT adapter."""
+    folder = Path(folder)
+    config_path = folder / "adapter_config.json"
+    if not config_path.is_file():
+        raise TurkclipError(f"{folder} is not an adapter folder: it has no adapter_config.json")
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise TurkclipError(
+            f"{folder} has no adapter_model.safetensors; turkclip loads weights only from safetensors"
+            " (never pickled .bin files)"
+        )
+    try:
+        json.loads(config_path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise TurkclipError(f"{config_path} is not valid JSON: {e}") from None
+    try:
+        return PeftModel.from_pretrained(model, folder, is_trainable=trainable)
+    except RuntimeError as e:
+        if "size mismatch" in str(e):
+            raise TurkclipError(
+                f"adapter {folder} was trained for a different base model (tensor shapes differ); pass the --model it was"
+                f" trained on (its adapter_config.json says {_base_of(config_path)!r})"
+            ) from None
+        raise
+    except (ValueError, TypeError, KeyError) as e:
+        raise TurkclipError(f"{folder} is not a usable adapter: {str(e).splitlines()[0]}") from None
+
+
+def _base_of(config_path: Path) -> str | None:
+    return json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path")

@@ -1,0 +1,73 @@
+"""A small on-disk cache of tensors, keyed by everything they were computed from.
+
+Used for decoded image pixels and for frozen image-tower embeddings. A key is a hash of
+its parts (file names, sizes and modification times, preprocessing settings, a
+fingerprint of the weights), so any change to those makes a new entry instead of a stale hit.
+Entries are safetensors files written atomically (temp file + rename).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("TURKCLIP_CACHE", Path.home() / ".cache" / "turkclip"))
+
+
+def make_key(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def files_fingerprint(paths: list[Path]) -> list:
+    out = []
+    for p in paths:
+        try:
+            st = p.stat()
+            out.append((str(p), st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((str(p), -1, -1))
+    return out
+
+
+def tensors_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of tensor contents, e.g. a module's `state_dict()` (about 1 s per GB)."""
+    h = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(tensors.items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def load(folder: Path | None, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """(tensors, metadata) of a cached entry, or None."""
+    if folder is None:
+        return None
+    path = Path(folder) / f"{kind}-{key}.safetensors"
+    if not path.is_file():
+        return None
+    with safe_open(path, "pt") as f:
+        meta = json.loads((f.metadata() or {}).get("turkclip", "{}"))
+    return load_file(path), meta
+
+
+def save(folder: Path | None, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    if folder is None:
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"turkclip": json.dumps(meta)})
+        os.replace(tmp, folder / f"{kind}-{key}.safetensors")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,217 @@
+"""Caption files → `CaptionSet`: which images exist, in which split, with which captions.
+
+Three formats, chosen by file extension:
+
+* `.json`  Karpathy style (TasvirEt, COCO-Karpathy): `{"images": [{"split", "filename",
+           "sentences": [{"raw": ...}]}]}`. The `split` field is honoured.
+* `.csv` / `.tsv` / `.jsonl`  one row per (image, caption); column names are configurable,
+           a split column is optional. Rows of the same image are grouped.
+* `.txt`   Flickr8k's `Flickr8k.token.txt`: `name.jpg#k<TAB>caption` (English).
+
+Every problem is a `TurkclipError` that names the file and the place in it.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import TurkclipError
+
+
+@dataclass
+class ImageRecord:
+    filename: str  # relative to the images root
+    split: str | None
+    captions: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CaptionSet:
+    records: list[ImageRecord]
+    lang: str  # "tr", "en", ...: decides text normalisation
+    source: str  # file it came from, for messages
+
+    @property
+    def n_captions(self) -> int:
+        return sum(len(r.captions) for r in self.records)
+
+    def splits(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.records:
+            counts[str(r.split)] = counts.get(str(r.split), 0) + 1
+        return counts
+
+    def split(self, name: str | None) -> "CaptionSet":
+        """The records of one split (`None` or "all": every record)."""
+        if name in (None, "all"):
+            return self
+        records = [r for r in self.records if r.split == name]
+        if not records:
+            known = ", ".join(f"{k} ({v} images)" for k, v in self.splits().items())
+            raise TurkclipError(f"{self.source}: no split named {name!r}; it has: {known}")
+        return CaptionSet(records, self.lang, self.source)
+
+    def aligned(self, other: "CaptionSet") -> "CaptionSet":
+        """`other`'s captions on this set's images, in this set's order and splits.
+
+        Used to evaluate the same gallery in another language (e.g. Flickr8k English
+        captions on TasvirEt's test split). Images `other` lacks get no captions: they
+        stay in the gallery but are not queries.
+        """
+        by_name = {r.filename: r.captions for r in other.records}
+        if not any(r.filename in by_name for r in self.records):
+            raise TurkclipError(f"{other.source} has captions for none of the images in {self.source}")
+        records = [ImageRecord(r.filename, r.split, list(by_name.get(r.filename, []))) for r in self.records]
+        return CaptionSet(records, other.lang, other.source)
+
+
+def read_captions(
+    path: str | Path,
+    lang: str = "tr",
+    encoding: str | None = None,
+    image_column: str = "image",
+    caption_column: str = "caption",
+    split_column: str = "split",
+) -> CaptionSet:
+    path = Path(path)
+    if not path.is_file():
+        raise TurkclipError(f"captions file not found: {path}")
+    text = read_text(path, encoding)
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        records = _read_karpathy(text, path)
+    elif suffix in (".csv", ".tsv"):
+        rows = csv.DictReader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")
+        records = _group_rows(rows, path, image_column, caption_column, split_column, header=rows.fieldnames)
+    elif suffix == ".jsonl":
+        records = _group_rows(_jsonl_rows(text, path), path, image_column, caption_column, split_column)
+    elif suffix == ".txt":
+        records = _read_flickr_tokens(text, path)
+    else:
+        raise TurkclipError(f"{path}: unknown captions format {suffix!r} (use .json, .csv, .tsv, .jsonl or .txt)")
+    if not records:
+        raise TurkclipError(f"{path}: no images with captions found")
+    return CaptionSet(records, lang, str(path))
+
+
+def read_text(path: Path, encoding: str | None = None) -> str:
+    """Read a text file as UTF-8 (or `encoding`), detecting BOMs; refuse to guess silently."""
+    data = path.read_bytes()
+    if encoding:
+        try:
+            return data.decode(encoding)
+        except (UnicodeDecodeError, LookupError) as e:
+            raise TurkclipError(f"{path}: cannot be read as {encoding}: {e}") from None
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16")  # the BOM makes UTF-16 unambiguous: just read it
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        hint = ""
+        try:
+            if any(ch in data.decode("cp1254") for ch in "ğşıİĞŞ"):
+                hint = " It looks like Turkish Windows-1254 (latin-5);"
+        except UnicodeDecodeError:
+            pass
+        raise TurkclipError(
+            f"{path} is not UTF-8 (byte {data[e.start]:#04x} at offset {e.start}).{hint}"
+            f" pass --encoding cp1254 (or the file's real encoding), or re-save it as UTF-8"
+        ) from None
+
+
+def _read_karpathy(text: str, path: Path) -> list[ImageRecord]:
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise TurkclipError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
+        raise TurkclipError(f'{path}: not a Karpathy-style captions file: missing top-level "images" list')
+    records, seen = [], {}
+    for i, item in enumerate(doc["images"]):
+        where = f"{path}: images[{i}]"
+        if not isinstance(item, dict):
+            raise TurkclipError(f"{where} is not an object")
+        for key in ("filename", "sentences"):
+            if key not in item:
+                raise TurkclipError(f'{where} has no "{key}" key')
+        name = item["filename"]
+        if not isinstance(name, str) or not name:
+            raise TurkclipError(f'{where}: "filename" must be a non-empty string')
+        if name in seen:
+            raise TurkclipError(f"{where}: duplicate entry for image {name!r} (first at images[{seen[name]}])")
+        seen[name] = i
+        if not isinstance(item["sentences"], list):
+            raise TurkclipError(f'{where}: "sentences" must be a list')
+        captions = []
+        for j, sentence in enumerate(item["sentences"]):
+            raw = sentence.get("raw") if isinstance(sentence, dict) else None
+            if not isinstance(raw, str):
+                raise TurkclipError(f'{where}.sentences[{j}] has no "raw" caption string')
+            captions.append(_caption(raw, f"{where}.sentences[{j}]"))
+        split = item.get("split")
+        records.append(ImageRecord(name, str(split) if split is not None else None, captions))
+    return records
+
+
+def _jsonl_rows(text: str, path: Path):
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise TurkclipError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise TurkclipError(f"{path}:{n}: each line must be a JSON object")
+            yield row
+
+
+def _group_rows(rows, path: Path, image_col: str, caption_col: str, split_col: str, header=None):
+    if header is not None:  # CSV: check the columns once, up front
+        missing = [c for c in (image_col, caption_col) if c not in (header or [])]
+        if missing:
+            raise TurkclipError(
+                f"{path}: missing column(s) {', '.join(missing)}; it has {', '.join(header or [])}"
+                " (choose columns with --image-column / --caption-column)"
+            )
+    by_name: dict[str, ImageRecord] = {}
+    for n, row in enumerate(rows, 2 if header is not None else 1):
+        where = f"{path}:{n}"
+        name, caption = row.get(image_col), row.get(caption_col)
+        if name is None or caption is None:
+            raise TurkclipError(f"{where}: needs {image_col!r} and {caption_col!r} fields")
+        split = row.get(split_col) or None
+        record = by_name.setdefault(name, ImageRecord(name, split))
+        if record.split != split:
+            raise TurkclipError(f"{where}: image {name!r} is in split {split!r} here but {record.split!r} earlier")
+        record.captions.append(_caption(str(caption), where))
+    return list(by_name.values())
+
+
+_FLICKR_LINE = re.compile(r"^(?P<name>[^#\t]+?)(?:\.\d+)?#\d+\t(?P<caption>.*)$")
+
+
+def _read_flickr_tokens(text: str, path: Path) -> list[ImageRecord]:
+    by_name: dict[str, ImageRecord] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = _FLICKR_LINE.match(line)
+        if not match:
+            raise TurkclipError(f"{path}:{n}: expected 'name.jpg#k<TAB>caption'")
+        # Flickr8k has one malformed id, '2258277193_586949ec62.jpg.1#0': the regex drops the '.1'.
+        name = match["name"]
+        by_name.setdefault(name, ImageRecord(name, None)).captions.append(_caption(match["caption"], f"{path}:{n}"))
+    return list(by_name.values())
+
+
+def _caption(text: str, where: str) -> str:
+    text = text.strip()
+    if not text:
+        raise TurkclipError(f"{where}: empty caption")
+    return text

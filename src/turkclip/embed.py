@@ -1,0 +1,87 @@
+"""Embedding images and captions in large batches, without autograd.
+
+Also the frozen-tower cache: when only the text tower is adapted, an image's embedding
+never changes, so it is computed once per (image tower weights, image files,
+preprocessing) and read from disk afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import cache
+from .data.dataset import ImageTextSet
+from .data.images import Preprocess
+from .text import TextEncoder
+
+
+def features(output) -> torch.Tensor:
+    """Projected features from `get_text_features` / `get_image_features` (a tensor in
+    transformers 4, a model output whose `pooler_output` holds them in transformers 5)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def autocast(device: torch.device, precision: str):
+    """bf16/fp16 autocast on `device`, or a no-op for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' → bf16 where the hardware runs it natively (recent GPUs, CPUs with AVX512-BF16/AMX), else fp32."""
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+        return "bf16"
+    return "fp32"
+
+
+@torch.inference_mode()
+def embed_images(model, pixels: torch.Tensor, preprocess: Preprocess, device: torch.device,
+                 precision: str = "fp32", batch_size: int = 256, progress: bool = True) -> torch.Tensor:
+    """uint8 pixels [N, 3, S, S] → projected, unnormalised image embeddings [N, D] (fp32, on CPU)."""
+    out = []
+    for start in tqdm(range(0, len(pixels), batch_size), desc="embedding images", leave=False, disable=not progress):
+        batch = preprocess.normalize(pixels[start : start + batch_size].to(device, non_blocking=True))
+        with autocast(device, precision):
+            out.append(features(model.get_image_features(pixel_values=batch)).float().cpu())
+    return torch.cat(out)
+
+
+@torch.inference_mode()
+def embed_texts(model, text: TextEncoder, texts: list[str], lang: str, device: torch.device,
+                precision: str = "fp32", batch_size: int = 512) -> torch.Tensor:
+    """Captions → projected, unnormalised text embeddings [N, D] (fp32, on CPU)."""
+    out = []
+    for start in range(0, len(texts), batch_size):
+        batch = {k: v.to(device) for k, v in text(texts[start : start + batch_size], lang).items()}
+        with autocast(device, precision):
+            out.append(features(model.get_text_features(**batch)).float().cpu())
+    return torch.cat(out)
+
+
+def image_tower(model) -> torch.nn.Module:
+    """The parts of a (possibly PEFT-wrapped) CLIPModel that turn pixels into embeddings."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return torch.nn.ModuleList([base.vision_model, base.visual_projection])
+
+
+def cached_image_embeddings(model, data: ImageTextSet, preprocess: Preprocess, device: torch.device,
+                            precision: str, cache_dir: Path | None) -> torch.Tensor:
+    """Image embeddings of `data`, from the cache when the image tower, files and preprocessing match."""
+    key = cache.make_key("image-embeds-v1", cache.tensors_fingerprint(image_tower(model).state_dict()),
+                         cache.tensors_fingerprint({"pixels": data.pixels}), preprocess, precision)
+    hit = cache.load(cache_dir, "image-embeds", key)
+    if hit is not None:
+        return hit[0]["embeds"]
+    embeds = embed_images(model, data.pixels, preprocess, device, precision)
+    cache.save(cache_dir, "image-embeds", key, {"embeds": embeds}, {"n": len(embeds)})
+    return embeds

@@ -1,0 +1,35 @@
+"""Evaluate a CLIP (base, or base + adapter) on one split: retrieval metrics both ways."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .data.dataset import ImageTextSet
+from .data.images import Preprocess
+from .embed import embed_images, embed_texts
+from .metrics import legacy_in_batch_top1, retrieval_metrics
+from .text import TextEncoder
+
+
+def evaluate(model, text: TextEncoder, preprocess: Preprocess, data: ImageTextSet, device: torch.device,
+             precision: str = "fp32", image_emb: torch.Tensor | None = None) -> dict:
+    """Metrics shaped as `turkclip evaluate --json` writes them.
+
+    `image_emb` may be given (e.g. cached embeddings of a frozen image tower) to skip the image pass.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        if image_emb is None:
+            image_emb = embed_images(model, data.pixels, preprocess, device, precision)
+        texts, text_image = data.texts()
+        text_emb = embed_texts(model, text, texts, data.lang, device, precision)
+    finally:
+        model.train(was_training)
+    text_emb, image_emb = F.normalize(text_emb, dim=-1), F.normalize(image_emb, dim=-1)
+    result = retrieval_metrics(text_emb, image_emb, text_image)
+    result["legacy_in_batch_top1"] = legacy_in_batch_top1(text_emb, image_emb[text_image])
+    result["mean_recall"] = sum(result[d][k] for d in ("text_to_image", "image_to_text")
+                                for k in ("R@1", "R@5", "R@10")) / 6
+    return result

@@ -1,0 +1,83 @@
+"""Loading a base CLIP: weights, tokenizer and image preprocessing, from a hub id or a folder.
+
+`load_clip("openai/clip-vit-base-patch32")` or `load_clip("/path/to/folder")` returns a
+`Clip`: the `CLIPModel` plus what turns captions and images into its inputs. Failures
+(offline hub, a folder that is not a CLIP model) become one-line `TurkclipError`s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
+from transformers.utils import logging as hf_logging
+
+from .data.images import Preprocess
+from .errors import TurkclipError
+from .text import TextEncoder
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+
+hf_logging.disable_progress_bar()  # "Loading weights" bars for every load drown our own progress bars
+
+
+@dataclass
+class Clip:
+    model: CLIPModel  # may be wrapped by PEFT once an adapter is attached
+    text: TextEncoder
+    preprocess: Preprocess
+    name: str  # hub id or folder it came from
+
+
+def load_clip(name: str = DEFAULT_MODEL, tokenizer: str | None = None) -> Clip:
+    """Load base weights (fp32), tokenizer and preprocessing settings for `name`."""
+    _check_source(name)
+    try:
+        model = CLIPModel.from_pretrained(name, dtype=torch.float32)
+    except OSError as e:
+        raise TurkclipError(_load_failure(name, "model", e)) from None
+    try:
+        tok = AutoTokenizer.from_pretrained(tokenizer or name)
+    except (OSError, ValueError) as e:
+        raise TurkclipError(_load_failure(tokenizer or name, "tokenizer", e) + " (or pass --tokenizer FOLDER)") from None
+    try:
+        processor = CLIPImageProcessorPil.from_pretrained(name)
+    except OSError:  # no preprocessor_config.json: CLIP's standard preprocessing at the tower's size
+        processor = None
+    preprocess = Preprocess.from_processor(processor, model.config.vision_config.image_size)
+    text = TextEncoder(tok, max_length=model.config.text_config.max_position_embeddings)
+    return Clip(model, text, preprocess, name)
+
+
+def save_clip(clip: Clip, folder: str | Path, model: CLIPModel | None = None) -> None:
+    """Write a folder that `load_clip` (and plain `CLIPModel.from_pretrained`) loads."""
+    folder = Path(folder)
+    (model or clip.model).save_pretrained(folder)
+    clip.text.tokenizer.save_pretrained(folder)
+    p = clip.preprocess
+    CLIPImageProcessorPil(
+        size={"shortest_edge": p.size}, crop_size={"height": p.size, "width": p.size},
+        image_mean=list(p.mean), image_std=list(p.std),
+    ).save_pretrained(folder)
+
+
+def _check_source(name: str) -> None:
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1  # hub ids are "org/name"
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise TurkclipError(f"{name} is not a model folder: it has no config.json")
+    elif looks_like_path:
+        raise TurkclipError(f"model folder not found: {name}")
+
+
+def _load_failure(name: str, what: str, error: Exception) -> str:
+    if Path(name).expanduser().exists():
+        return f"could not load the {what} from {name}: {str(error).splitlines()[0]}"
+    return (
+        f"could not load {what} {name!r}: it is not a local folder and the Hugging Face hub is unreachable"
+        f" (or the id is wrong). On a connected machine run `hf download {name} --local-dir DIR`,"
+        " copy DIR here and pass --model DIR"
+    )

@@ -1,0 +1,329 @@
+"""The training loop: contrastive LoRA fine-tuning of CLIP on image–caption pairs.
+
+Read `train()` top to bottom: data → model and adapter → (text-only: cached image
+embeddings) → optimizer and schedule → resume → the loop → the best adapter in `output`.
+Accelerate supplies the device, mixed precision and multi-GPU (`accelerate launch`);
+everything else is plain PyTorch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import shutil
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from turkclip import cache
+from turkclip.adapters import LoraSettings, attach_lora
+from turkclip.data.captions import read_captions
+from turkclip.data.dataset import load_image_text_set
+from turkclip.data.sampling import epoch_batches
+from turkclip.embed import cached_image_embeddings, features, resolve_precision
+from turkclip.errors import TurkclipError
+from turkclip.evaluate import evaluate
+from turkclip.loss import bank_loss, clip_loss
+from turkclip.model import DEFAULT_MODEL, load_clip, save_clip
+
+from . import checkpoint
+from .logs import MetricsLog, plot_curves
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a run. Defaults reproduce the seed notebook's recipe where it had one."""
+
+    captions: str
+    images: str
+    output: str
+    model: str = DEFAULT_MODEL
+    tokenizer: str | None = None
+    lang: str = "tr"
+    encoding: str | None = None
+    image_column: str = "image"
+    caption_column: str = "caption"
+    split_column: str = "split"
+    train_split: str = "train"
+    val_split: str | None = "val"  # validated on when the captions file has it
+    rehearsal_captions: str | None = None  # base-language (English) captions of the same images
+    rehearsal_lang: str = "en"
+    rehearsal_ratio: float = 0.0  # fraction of training items that use a rehearsal caption
+    epochs: int = 5
+    batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0  # 0 = the seed's plain Adam
+    warmup_ratio: float = 0.05
+    clip_grad: float = 1.0  # max gradient norm; 0 disables
+    lora: LoraSettings | None = field(default_factory=LoraSettings)  # None: train every weight (demo stage 1)
+    train_token_rows: str = "none"  # none | new | all: token-embedding rows trained with the adapter
+    negatives: str = "batch"  # batch | bank (text tower only: every cached train image is a negative)
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16
+    compile: bool = False
+    seed: int = 0
+    skip_bad_images: bool = False
+    cache_dir: str | None = str(cache.default_dir())
+    resume: bool = False
+    checkpoint_every: int = 50  # optimizer steps; a checkpoint is also written after every epoch
+    log_every: int = 10
+    progress: bool = True
+
+
+class ContrastiveModel(torch.nn.Module):
+    """One training forward: captions (and pixels, unless image embeddings are cached) → embeddings."""
+
+    def __init__(self, model, preprocess):
+        super().__init__()
+        self.model, self.preprocess = model, preprocess
+
+    def forward(self, input_ids, attention_mask, pixels=None):
+        text = features(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+        image = None
+        if pixels is not None:
+            image = features(self.model.get_image_features(pixel_values=self.preprocess.normalize(pixels)))
+        return text, image, self.model.logit_scale
+
+
+def train(cfg: TrainConfig) -> dict:
+    started = time.perf_counter()
+    out = Path(cfg.output)
+    _check_output(out, cfg.resume)
+    text_only = cfg.lora is not None and cfg.lora.towers == "text"
+    if cfg.negatives == "bank" and not text_only:
+        raise TurkclipError("--negatives bank needs --lora-towers text (the image bank must be frozen)")
+    accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_amp(cfg.precision),
+                              step_scheduler_with_optimizer=False)
+    device, main = accelerator.device, accelerator.is_main_process
+    set_seed(cfg.seed)
+
+    # 1. Data: the train split (one random caption per image per epoch) and, if present, val.
+    clip = load_clip(cfg.model, cfg.tokenizer)
+    captions = read_captions(cfg.captions, cfg.lang, cfg.encoding, cfg.image_column, cfg.caption_column,
+                             cfg.split_column)
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
+    train_set = load_image_text_set(captions.split(cfg.train_split), cfg.images, clip.preprocess,
+                                    cfg.skip_bad_images, cache_dir)
+    has_val = cfg.val_split is not None and cfg.val_split in captions.splits()
+    val_set = load_image_text_set(captions.split(cfg.val_split), cfg.images, clip.preprocess,
+                                  cfg.skip_bad_images, cache_dir) if has_val else None
+    rehearsal = None
+    if cfg.rehearsal_captions:
+        rehearsal = train_set.with_captions(read_captions(cfg.rehearsal_captions, cfg.rehearsal_lang)).captions
+
+    # 2. Model: freeze the base, attach LoRA (and token rows), or train everything (demo stage 1).
+    if cfg.lora is None:
+        model = clip.model
+    else:
+        cfg.lora.token_ids = _token_rows(cfg, clip, train_set, rehearsal)
+        model = attach_lora(clip.model, cfg.lora)
+    model.train()
+    net = ContrastiveModel(model, clip.preprocess)
+
+    # 3. Text-only adaptation: the image tower is frozen, so embed every image once (cached on disk).
+    precision = resolve_precision(cfg.precision, device)
+    bank = val_bank = None
+    if text_only:
+        model.to(device)
+        bank = cached_image_embeddings(model, train_set, clip.preprocess, device, precision, cache_dir).to(device)
+        if val_set is not None:
+            val_bank = cached_image_embeddings(model, val_set, clip.preprocess, device, precision, cache_dir)
+
+    # 4. Optimizer (Adam, or AdamW with --weight-decay) and warm-up + cosine schedule.
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = len(epoch_batches(train_set.captions, train_set.lang, cfg.batch_size, cfg.seed, 0)) // (
+        cfg.grad_accum * accelerator.num_processes)
+    if steps_per_epoch == 0:
+        raise TurkclipError(f"too few training images ({len(train_set)}) for batch size {cfg.batch_size}")
+    total_steps = steps_per_epoch * cfg.epochs
+    scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    net, optimizer = accelerator.prepare(net, optimizer)
+    if cfg.compile:
+        net = torch.compile(net)
+
+    # 5. Resume: trainable weights, optimizer, schedule, RNG and data position.
+    position = {"epoch": 0, "step": 0, "global_step": 0, "best": -math.inf}
+    if cfg.resume and (out / checkpoint.FILENAME).exists():
+        position = checkpoint.load(out, model, optimizer, scheduler)
+        accelerator.print(f"resuming from epoch {position['epoch'] + 1}, step {position['step']}")
+    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    log = MetricsLog(out / "metrics.jsonl", position["global_step"] if cfg.resume else None)
+
+    def save_checkpoint(epoch: int, step: int) -> None:
+        if main:
+            checkpoint.save(out, model, optimizer, scheduler, {**position, "epoch": epoch, "step": step})
+
+    def step_loss(items) -> torch.Tensor:
+        image_idx = torch.tensor([it.image for it in items], device=device)
+        tokens = {k: v.to(device) for k, v in clip.text([it.text for it in items], [it.lang for it in items]).items()}
+        pixels = None if text_only else train_set.pixels[image_idx.cpu()].to(device, non_blocking=True)
+        text_emb, image_emb, logit_scale = net(**tokens, pixels=pixels)
+        if text_only and cfg.negatives == "bank":
+            return bank_loss(text_emb.float(), bank, image_idx, logit_scale)
+        if text_only:
+            image_emb = bank[image_idx]
+        if accelerator.num_processes > 1:  # negatives from every process; gradients flow back through the gather
+            text_emb, image_emb = _gather_with_grad(text_emb), _gather_with_grad(image_emb)
+        return clip_loss(text_emb.float(), image_emb.float(), logit_scale)
+
+    # 6. The loop. An epoch's batches are a function of (seed, epoch), so a resumed run skips
+    #    exactly the steps it has done. Each optimizer step averages `grad_accum` micro-batches.
+    bar = tqdm(total=total_steps, initial=position["global_step"], desc="training", unit="step",
+               disable=not (cfg.progress and main))
+    window, window_start = [], time.perf_counter()
+    with _StopOnCtrlC() as stop:
+        for epoch in range(position["epoch"], cfg.epochs):
+            batches = epoch_batches(train_set.captions, train_set.lang, cfg.batch_size, cfg.seed, epoch,
+                                    rehearsal, cfg.rehearsal_lang, cfg.rehearsal_ratio)
+            mine = batches[accelerator.process_index :: accelerator.num_processes]
+            steps = [mine[s * cfg.grad_accum : (s + 1) * cfg.grad_accum] for s in range(steps_per_epoch)]
+            first = position["step"] if epoch == position["epoch"] else 0
+            for step in range(first, steps_per_epoch):
+                loss_sum = 0.0
+                for j, micro in enumerate(steps[step]):
+                    last = j == len(steps[step]) - 1
+                    with nullcontext() if last else accelerator.no_sync(net):
+                        loss = step_loss(micro) / len(steps[step])
+                        accelerator.backward(loss)
+                    loss_sum += loss.item()
+                if not math.isfinite(loss_sum):
+                    raise TurkclipError(
+                        f"loss became {loss_sum} at epoch {epoch + 1}, step {step + 1}; stopped. The best adapter in"
+                        f" {out} and the last checkpoint are untouched. Try a lower --lr or --precision fp32")
+                if cfg.clip_grad > 0:
+                    accelerator.clip_grad_norm_(params, cfg.clip_grad)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                position["global_step"] += 1
+                window.append(loss_sum)
+                bar.update()
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum:.4f}")
+                if position["global_step"] % cfg.log_every == 0 or step == steps_per_epoch - 1:
+                    pairs = len(window) * cfg.batch_size * cfg.grad_accum * accelerator.num_processes
+                    log.write(kind="train", epoch=epoch + 1, step=position["global_step"], loss=sum(window) / len(window),
+                              lr=scheduler.get_last_lr()[0], pairs_per_s=pairs / (time.perf_counter() - window_start))
+                    window, window_start = [], time.perf_counter()
+                if position["global_step"] % cfg.checkpoint_every == 0 or stop.requested:
+                    save_checkpoint(epoch, step + 1)
+                if stop.requested:
+                    bar.close()
+                    raise Interrupted(f"interrupted: checkpoint saved at step {position['global_step']};"
+                                      f" continue with the same command and --resume")
+
+            # End of epoch: validate, keep the best adapter, checkpoint the position.
+            if main:
+                if val_set is not None:
+                    metrics = evaluate(accelerator.unwrap_model(net).model, clip.text, clip.preprocess, val_set, device,
+                                       precision, image_emb=val_bank)
+                    log.write(kind="val", epoch=epoch + 1, step=position["global_step"], **metrics)
+                    score = metrics["mean_recall"]
+                    bar.write(f"epoch {epoch + 1}: val text→image R@1 {metrics['text_to_image']['R@1']:.2f}"
+                              f"  image→text R@1 {metrics['image_to_text']['R@1']:.2f}  mean recall {score:.2f}")
+                else:
+                    score = -position["global_step"]  # no validation split: the latest adapter is kept
+                if score > position["best"] or val_set is None:
+                    position["best"] = score
+                    _save_weights(clip, model, out, full=cfg.lora is None)
+            accelerator.wait_for_everyone()
+            save_checkpoint(epoch + 1, 0)
+    bar.close()
+
+    # 7. Finish: curves, a summary, and the best adapter already in `output`.
+    summary = {
+        "output": str(out), "epochs": cfg.epochs, "steps": position["global_step"], "train_images": len(train_set),
+        "val_images": len(val_set) if val_set is not None else 0, "skipped_images": len(train_set.skipped) + (
+            len(val_set.skipped) if val_set is not None else 0),
+        "best_val_mean_recall": position["best"] if val_set is not None else None, "precision": precision,
+        "seconds": time.perf_counter() - started, "peak_memory_mb": _peak_memory_mb(device),
+    }
+    if main:
+        plot_curves({"train": log.records()}, out / "curves.png")
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _check_output(out: Path, resume: bool) -> None:
+    if not resume and (out / checkpoint.FILENAME).exists():
+        raise TurkclipError(f"{out} already holds a training run; pass --resume to continue it or choose another --output")
+
+
+def _amp(precision: str) -> str:
+    """Accelerate's name for the precision; 'auto' is resolved by Accelerate's device."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[resolve_precision(precision, device)]
+
+
+def _token_rows(cfg: TrainConfig, clip, train_set, rehearsal) -> list[int]:
+    """Token-embedding rows to train: none, all pieces of the training captions, or only the pieces the
+    base language (rehearsal captions) never uses — the ones the base model cannot have learnt."""
+    if cfg.train_token_rows == "none":
+        return []
+    texts = [c for caps in train_set.captions for c in caps]
+    rows = clip.text.token_ids(texts, train_set.lang) - set(clip.text.tokenizer.all_special_ids)
+    if cfg.train_token_rows == "new":
+        if rehearsal is None:
+            raise TurkclipError("--train-token-rows new needs --rehearsal-captions (base-language captions to compare with)")
+        rows -= clip.text.token_ids([c for caps in rehearsal for c in caps], cfg.rehearsal_lang)
+    return sorted(rows)
+
+
+def _save_weights(clip, model, out: Path, full: bool) -> None:
+    """Write the adapter (or, for full training, the whole model) into `out`, file by file atomically."""
+    tmp = out / ".saving"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_clip(clip, tmp, model) if full else model.save_pretrained(tmp)
+    for f in tmp.iterdir():
+        os.replace(f, out / f.name)
+    tmp.rmdir()
+
+
+def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    import torch.distributed.nn.functional as dist_fn
+
+    return torch.cat(dist_fn.all_gather(x))
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class Interrupted(TurkclipError):
+    """Ctrl-C during training: a checkpoint was saved; the CLI exits with 130."""
+
+
+class _StopOnCtrlC:
+    """First Ctrl-C: finish the current step, checkpoint, exit. Second Ctrl-C: stop at once."""
+
+    requested = False
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not in the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True

@@ -1,0 +1,53 @@
+"""Shared fixtures: a tiny random-init CLIP around OpenAI's real tokenizer, and the real data in ../shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+TOKENIZER = SHARED / "models" / "clip-tokenizer"
+IMAGES = SHARED / "data" / "flickr8k" / "Images"
+TASVIRET = SHARED / "data" / "tasviret" / "tasviret8k_captions.json"
+TASVIRET_PRESENT = SHARED / "data" / "tasviret" / "tasviret8k_captions.present.json"
+FLICKR_TOKENS = SHARED / "data" / "flickr8k" / "Flickr8k.token.txt"
+
+
+def need_shared(*paths: Path) -> None:
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        pytest.skip(f"real data not found ({', '.join(missing)}): this test needs the project's ../shared folder")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A folder holding a tiny CLIP (random weights) with the real CLIP BPE tokenizer: loads like a hub model."""
+    need_shared(TOKENIZER)
+    from turkclip.architectures import init_model
+
+    folder = tmp_path_factory.mktemp("models") / "tiny"
+    init_model("tiny", TOKENIZER, folder, seed=0)
+    return folder
+
+
+@pytest.fixture
+def tiny_images(tmp_path) -> Path:
+    """A folder of 12 small distinct JPEGs, 00.jpg … 11.jpg."""
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (40 + i, 48, 3), dtype=np.uint8)).save(folder / f"{i:02d}.jpg")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Never touch the user's ~/.cache/turkclip from tests; no hub access either."""
+    monkeypatch.setenv("TURKCLIP_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
