@@ -73,7 +73,7 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     skip_bad_images: bool = False
-    cache_dir: str | None = str(cache.default_dir())
+    cache_dir: str | None = field(default_factory=lambda: str(cache.default_dir()))  # None: no disk cache
     resume: bool = False
     checkpoint_every: int = 50  # optimizer steps; a checkpoint is also written after every epoch
     log_every: int = 10
