@@ -4,8 +4,9 @@
 * image→text: each image that has captions is a query; its rank is the best rank of any of its
   captions among all captions ("any of an image's captions counts as a hit").
 
-Ranks are 1-based and pessimistic under ties: an item tied with the correct one counts as
-ranked above it, so a model that scores everything equally gets rank = gallery size, not 1.
+Ranks are 1-based and pessimistic under ties: a wrong item tied with the correct one counts as
+ranked above it, so a model that scores everything equally gets rank = gallery size, not 1
+(image→text: 1 + the number of other images' captions).
 """
 
 from __future__ import annotations
@@ -25,18 +26,19 @@ def ranks_image_to_text(sim: torch.Tensor, text_image: torch.Tensor) -> torch.Te
     own = text_image[None, :] == torch.arange(sim.shape[0], device=sim.device)[:, None]  # [images, texts]
     has_caption = own.any(1)
     best_own = sim.masked_fill(~own, float("-inf")).max(1).values  # best-scored own caption
-    # Pessimistic rank of that caption: every caption scoring >= it, including other own captions
-    # with the same score; other own captions scoring higher are impossible (it is the best).
-    ranks = (sim >= best_own[:, None]).sum(1)
+    # Pessimistic rank of the first own caption: 1 + every other image's caption scoring >= it.
+    # Own captions tied with it are hits too, so they do not push it down (duplicate captions
+    # of one image must not cost R@1).
+    ranks = ((sim >= best_own[:, None]) & ~own).sum(1) + 1
     return ranks[has_caption]
 
 
 def summarize(ranks: torch.Tensor) -> dict[str, float]:
-    ranks = ranks.float()
+    ranks = ranks.double()  # float32 means drift in the 7th digit
     return {
-        "R@1": 100 * (ranks <= 1).float().mean().item(),
-        "R@5": 100 * (ranks <= 5).float().mean().item(),
-        "R@10": 100 * (ranks <= 10).float().mean().item(),
+        "R@1": 100 * (ranks <= 1).double().mean().item(),
+        "R@5": 100 * (ranks <= 5).double().mean().item(),
+        "R@10": 100 * (ranks <= 10).double().mean().item(),
         "mean_rank": ranks.mean().item(),
         "median_rank": ranks.quantile(0.5).item(),  # the midpoint of the two middle ranks when even
     }

@@ -56,6 +56,8 @@ def train(args) -> None:
 
 
 def evaluate(args) -> None:
+    if args.compare and not args.adapter:
+        raise TurkclipError("--compare needs --adapter")
     device = _device(args.device)
     precision = resolve_precision(args.precision, device)
     clip = load_clip(args.model, args.tokenizer)
@@ -63,10 +65,8 @@ def evaluate(args) -> None:
                              args.split_column).split(args.split)
     data = load_image_text_set(captions, args.images, clip.preprocess, args.skip_bad_images, _cache_dir(args.cache_dir))
     english = None
-    if args.english_captions:
-        english = data.with_captions(read_captions(args.english_captions, "en", args.encoding))
-    if args.compare and not args.adapter:
-        raise TurkclipError("--compare needs --adapter")
+    if args.english_captions:  # its own file: encoding detected, not --encoding
+        english = data.with_captions(read_captions(args.english_captions, "en"))
 
     def run(model) -> dict:
         result = evaluate_split(model, clip.text, clip.preprocess, data, device, precision)

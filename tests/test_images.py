@@ -1,0 +1,77 @@
+"""Image preprocessing matches transformers' CLIPImageProcessor; load_images keeps order and reports bad files."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import CLIPImageProcessorPil
+
+from conftest import IMAGES
+from turkclip.data.images import Preprocess, load_image, load_images
+
+
+def smooth(h, w, channels, seed):
+    """A smooth random picture (noise resized up): realistic for resampling, unlike pure noise."""
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(h // 8, 2), max(w // 8, 2), channels), dtype=np.uint8)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[channels]
+    return Image.fromarray(small.squeeze(-1) if channels == 1 else small, mode).resize((w, h), Image.Resampling.BILINEAR)
+
+
+@pytest.fixture(scope="module")
+def sample_images(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("samples")
+    smooth(301, 457, 3, 0).save(folder / "landscape.jpg", quality=90)
+    smooth(500, 333, 3, 1).save(folder / "portrait.jpg", quality=90)
+    smooth(250, 250, 1, 2).save(folder / "gray.jpg")
+    rgba = smooth(180, 260, 4, 3)
+    rgba.putalpha(smooth(180, 260, 1, 4))  # a real, varying alpha channel
+    rgba.save(folder / "alpha.png")
+    smooth(120, 90, 3, 6).quantize(16).save(folder / "palette.png", transparency=0)  # GIF-style transparency
+    smooth(20, 30, 3, 5).save(folder / "tiny.png")  # smaller than the crop: upscaled
+    return folder
+
+
+@pytest.mark.parametrize("size", [224, 32])
+@pytest.mark.parametrize("name", ["landscape.jpg", "portrait.jpg", "gray.jpg", "alpha.png", "palette.png", "tiny.png"])
+def test_matches_clip_image_processor(sample_images, name, size):
+    reference = CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    with Image.open(sample_images / name) as im:
+        expected = reference(im, return_tensors="pt")["pixel_values"]
+    pre = Preprocess(size=size)
+    ours = pre.normalize(torch.from_numpy(load_image(sample_images / name, size))[None])
+    assert ours.shape == expected.shape == (1, 3, size, size)
+    assert torch.allclose(ours, expected.float(), atol=1e-5, rtol=0), (ours - expected).abs().max()
+
+
+def test_matches_clip_image_processor_on_a_real_photo():
+    path = IMAGES / "1000268201_693b08cb0e.jpg"
+    if not path.exists():
+        pytest.skip("real data not found: this test needs the project's ../shared folder")
+    with Image.open(path) as im:
+        expected = CLIPImageProcessorPil()(im, return_tensors="pt")["pixel_values"]
+    ours = Preprocess().normalize(torch.from_numpy(load_image(path, 224))[None])
+    assert torch.allclose(ours, expected.float(), atol=1e-5, rtol=0)
+
+
+def test_from_processor_reads_size_and_statistics():
+    processor = CLIPImageProcessorPil(crop_size={"height": 64, "width": 64}, image_mean=[0.5, 0.5, 0.5],
+                                      image_std=[0.25, 0.25, 0.25])
+    pre = Preprocess.from_processor(processor, image_size=224)
+    assert pre == Preprocess(size=64, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert Preprocess.from_processor(None, image_size=48) == Preprocess(size=48)
+
+
+def test_load_images_keeps_order_and_reports_bad_ones(tiny_images):
+    (tiny_images / "broken.jpg").write_bytes(b"this is not a jpeg")
+    (tiny_images / "empty.jpg").write_bytes(b"")
+    names = ["05.jpg", "broken.jpg", "00.jpg", "missing.jpg", "11.jpg", "empty.jpg", "03.jpg"]
+    pixels, kept, bad = load_images(tiny_images, names, size=16, workers=3)
+    assert kept == [0, 2, 4, 6]
+    assert pixels.dtype == torch.uint8 and pixels.shape == (4, 3, 16, 16)
+    for row, i in enumerate(kept):
+        assert torch.equal(pixels[row], torch.from_numpy(load_image(tiny_images / names[i], 16)))
+    assert [name for name, _ in bad] == ["broken.jpg", "missing.jpg", "empty.jpg"]
+    problems = dict(bad)
+    assert problems["missing.jpg"] == "missing" and problems["empty.jpg"] == "empty file"
+    assert problems["broken.jpg"].startswith("unreadable")
