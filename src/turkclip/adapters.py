@@ -12,13 +12,18 @@ learnt, which attention-only LoRA cannot repair (see README, "Why train token ro
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from safetensors import SafetensorError, safe_open
 from transformers import CLIPModel
 
 from .errors import TurkclipError
+
+# peft reads transformers 5's deprecated `is_gradient_checkpointing`: noise on every run, nothing the user can fix.
+_PEFT_NOISE = "`is_gradient_checkpointing` is deprecated"
 
 TOWER_PATTERNS = {"text": "text_model", "vision": "vision_model", "both": "(text_model|vision_model)"}
 
@@ -50,7 +55,9 @@ class LoraSettings:
 
 def attach_lora(model: CLIPModel, settings: LoraSettings) -> PeftModel:
     """Freeze `model` and wrap it with fresh LoRA (and token-row) parameters."""
-    peft_model = get_peft_model(model, settings.peft_config())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_PEFT_NOISE, category=FutureWarning)
+        peft_model = get_peft_model(model, settings.peft_config())
     if not any(p.requires_grad for p in peft_model.parameters()):
         raise TurkclipError(f"no module matched the LoRA targets {settings.targets} in the {settings.towers} tower(s)")
     return peft_model
@@ -68,11 +75,16 @@ def load_adapter(model: CLIPModel, folder: str | Path, trainable: bool = False) 
             " (never pickled .bin files)"
         )
     try:
-        json.loads(config_path.read_text(encoding="utf-8"))
+        config = json.loads(config_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise TurkclipError(f"{config_path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict) or "peft_type" not in config:
+        raise TurkclipError(f'{config_path} is not a PEFT adapter config: it has no "peft_type"')
     try:
-        return PeftModel.from_pretrained(model, folder, is_trainable=trainable)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_PEFT_NOISE, category=FutureWarning)
+            warnings.filterwarnings("ignore", message="Found missing adapter keys")  # checked below, as an error
+            peft_model = PeftModel.from_pretrained(model, folder, is_trainable=trainable)
     except RuntimeError as e:
         if "size mismatch" in str(e):
             raise TurkclipError(
@@ -80,8 +92,17 @@ def load_adapter(model: CLIPModel, folder: str | Path, trainable: bool = False) 
                 f" trained on (its adapter_config.json says {_base_of(config_path)!r})"
             ) from None
         raise
-    except (ValueError, TypeError, KeyError) as e:
+    except (ValueError, TypeError, KeyError, SafetensorError) as e:
         raise TurkclipError(f"{folder} is not a usable adapter: {str(e).splitlines()[0]}") from None
+    # Same shapes but other layers (e.g. a deeper base): PEFT would silently drop or zero-fill tensors.
+    with safe_open(folder / "adapter_model.safetensors", "pt") as f:
+        saved = set(f.keys())
+    if saved != set(get_peft_model_state_dict(peft_model)):
+        raise TurkclipError(
+            f"adapter {folder} was trained for a different base model (its layers differ); pass the --model it was"
+            f" trained on (its adapter_config.json says {_base_of(config_path)!r})"
+        )
+    return peft_model
 
 
 def _base_of(config_path: Path) -> str | None:

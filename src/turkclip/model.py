@@ -7,10 +7,12 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel
 from transformers.utils import logging as hf_logging
 
@@ -34,9 +36,9 @@ class Clip:
 def load_clip(name: str = DEFAULT_MODEL, tokenizer: str | None = None) -> Clip:
     """Load base weights (fp32), tokenizer and preprocessing settings for `name`."""
     _check_source(name)
-    try:
-        model = CLIPModel.from_pretrained(name, dtype=torch.float32)
-    except OSError as e:
+    try:  # safetensors only: a pickled pytorch_model.bin from a user's folder is never loaded
+        model = CLIPModel.from_pretrained(name, dtype=torch.float32, use_safetensors=True)
+    except (OSError, SafetensorError) as e:
         raise TurkclipError(_load_failure(name, "model", e)) from None
     try:
         tok = AutoTokenizer.from_pretrained(tokenizer or name)
@@ -69,6 +71,12 @@ def _check_source(name: str) -> None:
     if path.exists():
         if not (path / "config.json").is_file():
             raise TurkclipError(f"{name} is not a model folder: it has no config.json")
+        try:
+            model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (ValueError, AttributeError):
+            return  # transformers explains a malformed config.json itself
+        if model_type != "clip":
+            raise TurkclipError(f"{name} is not a CLIP model: its config.json says model_type {model_type!r}")
     elif looks_like_path:
         raise TurkclipError(f"model folder not found: {name}")
 

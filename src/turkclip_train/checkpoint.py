@@ -48,8 +48,11 @@ def load(folder: Path, model, optimizer, scheduler) -> dict:
         state = torch.load(folder / FILENAME, map_location="cpu", weights_only=True)
     except Exception as e:  # a torn or foreign file
         raise TurkclipError(f"cannot read {folder / FILENAME}: {str(e).splitlines()[0]}") from None
+    if not isinstance(state, dict) or not {"trainable", "optimizer", "scheduler", "rng", "position"} <= state.keys():
+        raise TurkclipError(f"{folder / FILENAME} is not a turkclip checkpoint; use another --output or remove it")
     params = dict(model.named_parameters())
-    if set(state["trainable"]) != {n for n, p in params.items() if p.requires_grad}:
+    shapes = {n: tuple(t.shape) for n, t in state["trainable"].items()}
+    if shapes != {n: tuple(p.shape) for n, p in params.items() if p.requires_grad}:
         raise TurkclipError(f"{folder / FILENAME} was written by a run with other LoRA settings; resume with the same flags")
     with torch.no_grad():
         for name, tensor in state["trainable"].items():

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
@@ -38,6 +39,9 @@ from turkclip.model import DEFAULT_MODEL, load_clip, save_clip
 
 from . import checkpoint
 from .logs import MetricsLog, plot_curves
+
+# Test hook: seconds to sleep after each optimizer step, so tests/test_resume.py can interrupt a run mid-epoch.
+_STEP_DELAY = float(os.environ.get("TURKCLIP_TEST_STEP_DELAY", "0"))
 
 
 @dataclass
@@ -102,6 +106,7 @@ def train(cfg: TrainConfig) -> dict:
     text_only = cfg.lora is not None and cfg.lora.towers == "text"
     if cfg.negatives == "bank" and not text_only:
         raise TurkclipError("--negatives bank needs --lora-towers text (the image bank must be frozen)")
+    AcceleratorState._reset_state()  # Accelerate keeps settings per process; each run brings its own
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_amp(cfg.precision),
                               step_scheduler_with_optimizer=False)
     device, main = accelerator.device, accelerator.is_main_process
@@ -201,14 +206,16 @@ def train(cfg: TrainConfig) -> dict:
                     loss_sum += loss.item()
                 if not math.isfinite(loss_sum):
                     raise TurkclipError(
-                        f"loss became {loss_sum} at epoch {epoch + 1}, step {step + 1}; stopped. The best adapter in"
-                        f" {out} and the last checkpoint are untouched. Try a lower --lr or --precision fp32")
+                        f"loss became {loss_sum} at step {position['global_step'] + 1} (epoch {epoch + 1}); stopped. The"
+                        f" best adapter in {out} and the last checkpoint are untouched. Try a lower --lr or --precision fp32")
                 if cfg.clip_grad > 0:
                     accelerator.clip_grad_norm_(params, cfg.clip_grad)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 position["global_step"] += 1
+                if _STEP_DELAY:
+                    time.sleep(_STEP_DELAY)
                 window.append(loss_sum)
                 bar.update()
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum:.4f}")
@@ -217,7 +224,10 @@ def train(cfg: TrainConfig) -> dict:
                     log.write(kind="train", epoch=epoch + 1, step=position["global_step"], loss=sum(window) / len(window),
                               lr=scheduler.get_last_lr()[0], pairs_per_s=pairs / (time.perf_counter() - window_start))
                     window, window_start = [], time.perf_counter()
-                if position["global_step"] % cfg.checkpoint_every == 0 or stop.requested:
+                # The epoch's last step is checkpointed after validation (below), so that a resumed run
+                # never validates the same epoch twice.
+                mid_epoch = step + 1 < steps_per_epoch
+                if (position["global_step"] % cfg.checkpoint_every == 0 and mid_epoch) or stop.requested:
                     save_checkpoint(epoch, step + 1)
                 if stop.requested:
                     bar.close()

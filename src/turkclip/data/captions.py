@@ -88,7 +88,10 @@ def read_captions(
         records = _read_karpathy(text, path)
     elif suffix in (".csv", ".tsv"):
         rows = csv.DictReader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ",")
-        records = _group_rows(rows, path, image_column, caption_column, split_column, header=rows.fieldnames)
+        try:
+            records = _group_rows(rows, path, image_column, caption_column, split_column, header=rows.fieldnames)
+        except csv.Error as e:
+            raise TurkclipError(f"{path}:{rows.line_num}: not valid {suffix[1:].upper()}: {e}") from None
     elif suffix == ".jsonl":
         records = _group_rows(_jsonl_rows(text, path), path, image_column, caption_column, split_column)
     elif suffix == ".txt":
@@ -105,11 +108,18 @@ def read_text(path: Path, encoding: str | None = None) -> str:
     data = path.read_bytes()
     if encoding:
         try:
+            if codecs.lookup(encoding).name == "utf-8":
+                encoding = "utf-8-sig"  # a BOM is not part of the first column's name
             return data.decode(encoding)
         except (UnicodeDecodeError, LookupError) as e:
             raise TurkclipError(f"{path}: cannot be read as {encoding}: {e}") from None
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return data.decode("utf-16")  # the BOM makes UTF-16 unambiguous: just read it
+    head = data[:4096]
+    if head.count(0) > len(head) // 4:  # text has no NULs; UTF-16 without a BOM has one in every ASCII character
+        order = "le" if head[1::2].count(0) > head[0::2].count(0) else "be"
+        raise TurkclipError(f"{path} looks like UTF-16 without a byte-order mark: pass --encoding utf-16-{order}"
+                            " (or re-save it as UTF-8)")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -185,6 +195,8 @@ def _group_rows(rows, path: Path, image_col: str, caption_col: str, split_col: s
         name, caption = row.get(image_col), row.get(caption_col)
         if name is None or caption is None:
             raise TurkclipError(f"{where}: needs {image_col!r} and {caption_col!r} fields")
+        if not isinstance(name, str) or not name:
+            raise TurkclipError(f"{where}: {image_col!r} must be a non-empty file name, not {name!r}")
         split = row.get(split_col) or None
         record = by_name.setdefault(name, ImageRecord(name, split))
         if record.split != split:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
 from .. import cache
+from ..errors import TurkclipError
 from .captions import CaptionSet
 from .images import Preprocess, check_bad, check_present, load_images, resolve
 
@@ -43,6 +45,11 @@ def load_image_text_set(
     names = [r.filename for r in captions.records]
     root = Path(images_root)
     check_present(root, names, skip_bad)
+    first: dict[str, str] = {}
+    for name in names:  # "a.jpg" and "./a.jpg" are one image: twice in a gallery, it would be its own negative
+        if first.setdefault(os.path.normpath(name), name) != name:
+            raise TurkclipError(f"{captions.source}: {first[os.path.normpath(name)]!r} and {name!r} are the same"
+                                " image file; list each image once")
     key = cache.make_key("pixels-v1", cache.files_fingerprint([resolve(root, n) for n in names]), preprocess.size)
     hit = cache.load(cache_dir, "pixels", key)
     if hit is not None:

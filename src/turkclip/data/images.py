@@ -55,6 +55,8 @@ def resolve(root: Path, filename: str) -> Path:
     """`root/filename`, refusing absolute paths and `..` escapes from `root`."""
     if os.path.isabs(filename) or filename.startswith(("/", "\\")):
         raise TurkclipError(f"refusing absolute image path {filename!r}: file names must be relative to the images root")
+    if "\x00" in filename:
+        raise TurkclipError(f"refusing image path {filename!r}: it contains a NUL character")
     path = (root / filename).resolve()
     if not path.is_relative_to(root.resolve()):
         raise TurkclipError(f"refusing image path {filename!r}: it leaves the images root {root}")
@@ -64,7 +66,7 @@ def resolve(root: Path, filename: str) -> Path:
 def load_image(path: Path, size: int) -> np.ndarray:
     """Decode, resize the short side to `size` (bicubic) and centre-crop: uint8 [3, size, size]."""
     with Image.open(path) as im:
-        im = im.convert("RGB")
+        im = _to_rgb(im)
         w, h = im.size
         if w <= h:  # same rounding as transformers' get_resize_output_image_size
             new_w, new_h = size, int(size * h / w)
@@ -76,14 +78,29 @@ def load_image(path: Path, size: int) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
 
 
-def _try_load(path: Path, size: int) -> np.ndarray | str:
-    if not path.is_file():
-        return "missing"
-    if path.stat().st_size == 0:
-        return "empty file"
+def _to_rgb(im: Image.Image) -> Image.Image:
+    """RGB with any transparency composited onto white, as transformers' CLIP processor does."""
+    if "A" in im.getbands() or im.info.get("transparency") is not None:
+        im = im.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im).convert("RGB")
+    return im.convert("RGB")
+
+
+def _is_file(path: Path) -> bool:
     try:
+        return path.is_file()
+    except OSError:  # e.g. a name too long for the file system
+        return False
+
+
+def _try_load(path: Path, size: int) -> np.ndarray | str:
+    if not _is_file(path):
+        return "missing"
+    try:
+        if path.stat().st_size == 0:
+            return "empty file"
         return load_image(path, size)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         return f"unreadable ({type(e).__name__}: {e})"
 
 
@@ -103,7 +120,7 @@ def load_images(
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
         results = list(tqdm(pool.map(lambda p: _try_load(p, size), paths), total=len(paths),
-                            desc="decoding images", unit="img", leave=False))
+                            desc="decoding images", unit="img", leave=False, disable=None))  # None: not on a pipe
     kept = [i for i, r in enumerate(results) if not isinstance(r, str)]
     bad = [(filenames[i], r) for i, r in enumerate(results) if isinstance(r, str)]
     if not kept:
@@ -126,5 +143,5 @@ def check_present(root: str | Path, filenames: list[str], skip_bad: bool) -> Non
     root = Path(root)
     if not root.is_dir():
         raise TurkclipError(f"images folder not found: {root}")
-    missing = [(n, "missing") for n in filenames if not resolve(root, n).is_file()]
+    missing = [(n, "missing") for n in filenames if not _is_file(resolve(root, n))]
     check_bad(root, missing, len(filenames), skip_bad)
