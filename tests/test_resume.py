@@ -192,6 +192,18 @@ def test_resume_with_other_lora_settings_is_one_line_error(runs, tiny_model, cap
     assert (reference / checkpoint.FILENAME).read_bytes() == before
 
 
+def test_resume_with_other_data_settings_is_refused(runs, tiny_model, capsys):
+    """Another --seed or --batch-size would silently continue a different run: refuse it, name the flag."""
+    reference = runs.reference
+    config = json.loads((reference / "train_config.json").read_text())
+    before = (reference / checkpoint.FILENAME).read_bytes()
+    argv = _train_argv(tiny_model, Path(config["captions"]), Path(config["images"]), reference, "--resume")
+    assert main([*argv, "--seed", "4"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--seed 4 (was 3)" in err[0]
+    assert (reference / checkpoint.FILENAME).read_bytes() == before
+
+
 def test_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.AdamW(model.parameters())

@@ -49,7 +49,8 @@ def embed_images(model, pixels: torch.Tensor, preprocess: Preprocess, device: to
                  precision: str = "fp32", batch_size: int = 256, progress: bool = True) -> torch.Tensor:
     """uint8 pixels [N, 3, S, S] → projected, unnormalised image embeddings [N, D] (fp32, on CPU)."""
     out = []
-    for start in tqdm(range(0, len(pixels), batch_size), desc="embedding images", leave=False, disable=not progress):
+    starts = range(0, len(pixels), batch_size)
+    for start in tqdm(starts, desc="embedding images", leave=False, disable=None if progress else True):
         batch = preprocess.normalize(pixels[start : start + batch_size].to(device, non_blocking=True))
         with autocast(device, precision):
             out.append(features(model.get_image_features(pixel_values=batch)).float().cpu())

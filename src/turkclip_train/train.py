@@ -158,9 +158,16 @@ def train(cfg: TrainConfig) -> dict:
         net = torch.compile(net)
 
     # 5. Resume: trainable weights, optimizer, schedule, RNG and data position.
-    position = {"epoch": 0, "step": 0, "global_step": 0, "best": -math.inf}
+    # The settings that decide which batches a step sees: a resume with others would not continue this run.
+    run = {k: getattr(cfg, k) for k in ("seed", "epochs", "batch_size", "grad_accum", "lr", "train_split",
+                                        "rehearsal_ratio", "negatives", "train_token_rows")}
+    position = {"epoch": 0, "step": 0, "global_step": 0, "best": -math.inf, "run": run}
     if cfg.resume and (out / checkpoint.FILENAME).exists():
         position = checkpoint.load(out, model, optimizer, scheduler)
+        changed = [f"--{k.replace('_', '-')} {v} (was {position['run'][k]})" for k, v in run.items()
+                   if position.get("run", {}).get(k) != v]
+        if changed:
+            raise TurkclipError(f"cannot resume {out} with other settings: {', '.join(changed)}; use the original flags")
         accelerator.print(f"resuming from epoch {position['epoch'] + 1}, step {position['step']}")
     out.mkdir(parents=True, exist_ok=True)
     if main:
