@@ -37,7 +37,8 @@ def plot_examples(examples: list[Example], png: Path) -> None:
             mark = {"green": " ✓", "red": " ✗"}.get(colour, "")
             ax_text.text(0, 0.85 - 0.33 * row, f"{label}:{mark} {text}", color=colour, fontsize=8.5,
                          transform=ax_text.transAxes, va="center")
-    fig.suptitle("Held-out test scenes: the Turkish test caption ranked first, before and after the adapter", fontsize=10)
+    fig.suptitle("Held-out test scenes: the Turkish test caption ranked first, before and after the adapter",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)

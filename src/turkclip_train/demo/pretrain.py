@@ -34,8 +34,7 @@ class Stage1:
     n_train: int
     n_val: int
     n_test: int
-    image_size: int  # must match the architecture's image size
-    architecture: str  # a name in turkclip.architectures.ARCHITECTURES
+    architecture: str  # a name in turkclip.architectures.ARCHITECTURES; scenes are drawn at its image size
     epochs: int
     batch_size: int
     lr: float
@@ -53,7 +52,8 @@ class Base:
 def pretrain(stage: Stage1, seed: int, progress: bool = True) -> Base:
     key = cache.make_key("demo-stage1", VERSION, WORLD_VERSION, seed, asdict(stage), ARCHITECTURES[stage.architecture])
     root = cache.default_dir() / "demo" / f"seed{seed}-{key}"
-    world = build_world(root / "world", seed, stage.n_train, stage.n_val, stage.n_test, stage.image_size)
+    image_size = ARCHITECTURES[stage.architecture]["vision_config"]["image_size"]
+    world = build_world(root / "world", seed, stage.n_train, stage.n_val, stage.n_test, image_size)
     folder, done = root / "stage1", root / "stage1.json"
     if done.exists():
         return Base(world, folder, True, json.loads(done.read_text()))

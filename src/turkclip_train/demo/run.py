@@ -47,12 +47,12 @@ class Stage2:
     rehearsal_ratio: float  # fraction of training items with an English caption instead of a Turkish one
 
 
-FULL = (Stage1(n_train=3000, n_val=300, n_test=500, image_size=64, architecture="demo-small", epochs=8,
-               batch_size=64, lr=2e-3, weight_decay=0.1),
-        Stage2(epochs=5, batch_size=64, lr=2e-3, lora_r=8, rehearsal_ratio=0.3))
-QUICK = (Stage1(n_train=600, n_val=60, n_test=100, image_size=32, architecture="tiny", epochs=6,
-                batch_size=32, lr=3e-3, weight_decay=0.1),
-         Stage2(epochs=4, batch_size=32, lr=3e-3, lora_r=8, rehearsal_ratio=0.3))
+FULL = (Stage1(n_train=3000, n_val=300, n_test=500, architecture="demo-small", epochs=16,
+               batch_size=64, lr=1e-3, weight_decay=0.1),
+        Stage2(epochs=4, batch_size=64, lr=5e-3, lora_r=8, rehearsal_ratio=0.4))
+QUICK = (Stage1(n_train=600, n_val=60, n_test=100, architecture="demo-tiny", epochs=10,
+                batch_size=32, lr=2e-3, weight_decay=0.1),
+         Stage2(epochs=6, batch_size=32, lr=5e-3, lora_r=8, rehearsal_ratio=0.4))
 EXAMPLES = 6  # test scenes in the example grid
 
 
@@ -69,10 +69,10 @@ def run_demo(output: Path, seed: int = 0, quick: bool = False) -> dict:
     print("stage 2: a LoRA adapter on the Turkish captions, through `turkclip train`'s training loop")
     try:
         train(TrainConfig(
-            captions=str(base.world.turkish), images=str(base.world.images), output=str(adapter), model=str(base.folder),
-            lang="tr", rehearsal_captions=str(base.world.english), rehearsal_ratio=stage2.rehearsal_ratio,
-            epochs=stage2.epochs, batch_size=stage2.batch_size, lr=stage2.lr,
+            captions=str(base.world.turkish), images=str(base.world.images), output=str(adapter),
+            model=str(base.folder), lang="tr", epochs=stage2.epochs, batch_size=stage2.batch_size, lr=stage2.lr,
             lora=LoraSettings(r=stage2.lora_r, alpha=stage2.lora_r, towers="text"), train_token_rows="new",
+            rehearsal_captions=str(base.world.english), rehearsal_ratio=stage2.rehearsal_ratio,
             precision="fp32", seed=seed, progress=not quick))
     except Interrupted:
         raise Interrupted("interrupted during stage 2; run the same `turkclip demo` again") from None
@@ -95,7 +95,7 @@ def run_demo(output: Path, seed: int = 0, quick: bool = False) -> dict:
           f" {output / 'examples.png'}")
     w = base.world
     print(f"the same numbers from the CLI: turkclip evaluate --model {base.folder} --adapter {adapter} --captions"
-          f" {w.turkish} --images {w.images} --split test --english-captions {w.english} --compare")
+          f" {w.turkish} --images {w.images} --split test --english-captions {w.english} --compare --precision fp32")
     return result
 
 
@@ -143,8 +143,9 @@ def _compare(base: Base, stage1: Stage1, adapter: Path, output: Path, seed: int)
 def _only_heldout(test: ImageTextSet, base: Base, stage1: Stage1, seed: int) -> ImageTextSet:
     """The test set with captions only on scenes that show a colour–shape pair held out of Turkish training
     (every test image stays in the gallery)."""
+    heldout = set(base.world.heldout)
     scenes = make_scenes(seed, stage1.n_train, stage1.n_val, stage1.n_test, base.world.heldout)
-    names = {f"{i:05d}.png" for i, (_, scene) in enumerate(scenes) if scene.pairs() & set(base.world.heldout)}
+    names = {f"{i:05d}.png" for i, (_, scene) in enumerate(scenes) if scene.pairs() & heldout}
     return replace(test, captions=[caps if name in names else [] for name, caps in zip(test.filenames, test.captions)])
 
 
