@@ -31,7 +31,7 @@ from turkclip.adapters import LoraSettings, attach_lora
 from turkclip.data.captions import read_captions
 from turkclip.data.dataset import load_image_text_set
 from turkclip.data.sampling import epoch_batches
-from turkclip.embed import cached_image_embeddings, features, resolve_precision
+from turkclip.embed import cached_image_embeddings, features, resolve_precision, text_features
 from turkclip.errors import TurkclipError
 from turkclip.evaluate import evaluate
 from turkclip.loss import bank_loss, clip_loss
@@ -92,7 +92,7 @@ class ContrastiveModel(torch.nn.Module):
         self.model, self.preprocess = model, preprocess
 
     def forward(self, input_ids, attention_mask, pixels=None):
-        text = features(self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask))
+        text = text_features(self.model, input_ids, attention_mask)
         image = None
         if pixels is not None:
             image = features(self.model.get_image_features(pixel_values=self.preprocess.normalize(pixels)))
