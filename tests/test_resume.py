@@ -180,28 +180,29 @@ def test_ctrl_c_checkpoints_exits_130_and_resumes(runs):
     _assert_same_adapter(_adapter(runs.interrupted.output), _adapter(runs.reference))
 
 
-def test_resume_with_other_lora_settings_is_one_line_error(runs, tiny_model, capsys):
+def _resume_reference_with(runs, tiny_model, *changed: str) -> int:
+    """Resume the finished reference run with some flags changed; the checkpoint must stay untouched."""
     reference = runs.reference
     config = json.loads((reference / "train_config.json").read_text())
     before = (reference / checkpoint.FILENAME).read_bytes()
     argv = _train_argv(tiny_model, Path(config["captions"]), Path(config["images"]), reference, "--resume")
-    assert main([*argv, "--lora-r", "8"]) == 1
-    err = capsys.readouterr().err
-    assert err.strip() == f"turkclip train: error: {reference / checkpoint.FILENAME} was written by a run with other" \
-                          " LoRA settings; resume with the same flags"
+    status = main([*argv, *changed])
     assert (reference / checkpoint.FILENAME).read_bytes() == before
+    return status
+
+
+def test_resume_with_other_lora_settings_is_one_line_error(runs, tiny_model, capsys):
+    assert _resume_reference_with(runs, tiny_model, "--lora-r", "8") == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"turkclip train: error: {runs.reference / checkpoint.FILENAME} was written by a run with" \
+                          " other LoRA settings; resume with the same flags"
 
 
 def test_resume_with_other_data_settings_is_refused(runs, tiny_model, capsys):
     """Another --seed or --batch-size would silently continue a different run: refuse it, name the flag."""
-    reference = runs.reference
-    config = json.loads((reference / "train_config.json").read_text())
-    before = (reference / checkpoint.FILENAME).read_bytes()
-    argv = _train_argv(tiny_model, Path(config["captions"]), Path(config["images"]), reference, "--resume")
-    assert main([*argv, "--seed", "4"]) == 1
+    assert _resume_reference_with(runs, tiny_model, "--seed", "4") == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--seed 4 (was 3)" in err[0]
-    assert (reference / checkpoint.FILENAME).read_bytes() == before
 
 
 def test_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):

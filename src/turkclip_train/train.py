@@ -194,7 +194,7 @@ def train(cfg: TrainConfig) -> dict:
     # 6. The loop. An epoch's batches are a function of (seed, epoch), so a resumed run skips
     #    exactly the steps it has done. Each optimizer step averages `grad_accum` micro-batches.
     bar = tqdm(total=total_steps, initial=position["global_step"], desc="training", unit="step",
-               disable=not (cfg.progress and main))
+               disable=None if (cfg.progress and main) else True)  # None: no bar on a pipe
     window, window_start = [], time.perf_counter()
     with _StopOnCtrlC() as stop:
         for epoch in range(position["epoch"], cfg.epochs):
