@@ -164,8 +164,8 @@ def train(cfg: TrainConfig) -> dict:
     position = {"epoch": 0, "step": 0, "global_step": 0, "best": -math.inf, "run": run}
     if cfg.resume and (out / checkpoint.FILENAME).exists():
         position = checkpoint.load(out, model, optimizer, scheduler)
-        changed = [f"--{k.replace('_', '-')} {v} (was {position['run'][k]})" for k, v in run.items()
-                   if position.get("run", {}).get(k) != v]
+        saved = position.get("run", {})
+        changed = [f"--{k.replace('_', '-')} {v} (was {saved.get(k)})" for k, v in run.items() if saved.get(k) != v]
         if changed:
             raise TurkclipError(f"cannot resume {out} with other settings: {', '.join(changed)}; use the original flags")
         accelerator.print(f"resuming from epoch {position['epoch'] + 1}, step {position['step']}")
