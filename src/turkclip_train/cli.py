@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0, help="seed of the world and of training (default 0)")
     d.add_argument("--quick", action="store_true", help="a much smaller run, for tests")
     d.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+    # ANCHOR text-tower commands (issue 8)
+
+    # ANCHOR photo commands: index, search, classify, serve (issue 9)
+
+    # ANCHOR model tools: init-model (issue 9)
+
     return parser
 
 

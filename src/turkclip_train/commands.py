@@ -116,3 +116,12 @@ def demo(args) -> None:
     from .demo.run import run_demo
 
     run_demo(Path(args.output), seed=args.seed, quick=args.quick)
+
+
+# ANCHOR text-tower commands (issue 8)
+
+
+# ANCHOR photo commands (issue 9)
+
+
+# ANCHOR model tools (issue 9)
