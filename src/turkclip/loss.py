@@ -34,3 +34,13 @@ def bank_loss(
     in_batch = text_to_bank[:, image_idx]  # [texts, batch images]
     target = torch.arange(len(text_emb), device=text_emb.device)
     return (F.cross_entropy(text_to_bank, image_idx) + F.cross_entropy(in_batch.t(), target)) / 2
+
+
+def distill_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """Squared distance between L2-normalised student and teacher embeddings (multilingual distillation).
+
+    On the unit sphere this is 2 - 2·cosine: it moves the new tower's caption vector onto the
+    direction the base CLIP's text tower gives the English caption(s) — the only thing retrieval
+    by cosine similarity sees.
+    """
+    return (F.normalize(student, dim=-1) - F.normalize(teacher, dim=-1)).pow(2).sum(-1).mean()

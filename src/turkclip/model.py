@@ -33,8 +33,12 @@ class Clip:
     name: str  # hub id or folder it came from
 
 
-def load_clip(name: str = DEFAULT_MODEL, tokenizer: str | None = None) -> Clip:
-    """Load base weights (fp32), tokenizer and preprocessing settings for `name`."""
+def load_clip(name: str = DEFAULT_MODEL, tokenizer: str | None = None, text_model: str | None = None) -> Clip:
+    """Load base weights (fp32), tokenizer and preprocessing settings for `name`.
+
+    `text_model`: a text tower folder written by `turkclip train --text-model` (aligned to this base):
+    captions then go through it instead of CLIP's own text tower.
+    """
     _check_source(name)
     try:  # safetensors only: a pickled pytorch_model.bin from a user's folder is never loaded
         model = CLIPModel.from_pretrained(name, dtype=torch.float32, use_safetensors=True)
@@ -50,7 +54,13 @@ def load_clip(name: str = DEFAULT_MODEL, tokenizer: str | None = None) -> Clip:
         processor = None
     preprocess = Preprocess.from_processor(processor, model.config.vision_config.image_size)
     text = TextEncoder(tok, max_length=model.config.text_config.max_position_embeddings)
-    return Clip(model, text, preprocess, name)
+    clip = Clip(model, text, preprocess, name)
+    if text_model:
+        from .text_tower import load_text_tower, swap_text_tower
+
+        tower, alignment = load_text_tower(text_model)
+        clip = swap_text_tower(clip, tower, alignment, source=text_model)
+    return clip
 
 
 def save_clip(clip: Clip, folder: str | Path, model: CLIPModel | None = None) -> None:

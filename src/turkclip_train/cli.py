@@ -22,6 +22,8 @@ def _model_flags(p: argparse.ArgumentParser, adapter: bool) -> None:
     p.add_argument("--tokenizer", help="tokenizer folder, if the model folder has none")
     if adapter:
         p.add_argument("--adapter", help="LoRA adapter folder written by `turkclip train`")
+        p.add_argument("--text-model", help="text tower folder written by `turkclip train --text-model` (the other road"
+                       " to Turkish: captions go through it instead of CLIP's text tower); not with --adapter")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
@@ -76,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rehearsal-ratio", type=float, default=0.0, help="fraction of items that use a rehearsal caption")
     t.add_argument("--negatives", default="batch", choices=["batch", "bank"],
                    help="bank (text tower only): score each caption against every cached train image, not just the batch")
+    tt = t.add_argument_group("a new text tower (the second road to Turkish)", "Replace CLIP's text tower with a"
+                              " pretrained multilingual encoder + mean pooling + a projection into CLIP's embedding"
+                              " space. The image tower stays frozen (its embeddings are cached); --output becomes a"
+                              " sentence-transformers folder aligned to --model.")
+    tt.add_argument("--text-model", help="text encoder to align: hub id or folder (BERT, DistilBERT, XLM-R, e5; see"
+                    " `turkclip convert-e5`), or a tower turkclip trained, to train it further")
+    tt.add_argument("--text-train", default="lora", choices=["head", "lora", "full"],
+                    help="head: the projection only (encoder frozen, its features computed once per caption); lora:"
+                         " LoRA (--lora-r/alpha/dropout) on the encoder's attention; full: every weight (default lora)")
+    tt.add_argument("--objective", default="contrastive", choices=["contrastive", "distill", "mix"],
+                    help="contrastive: against the cached image embeddings (LiT); distill: towards the base CLIP's"
+                         " text embedding of the English captions of the same image (needs --rehearsal-captions);"
+                         " mix: both, distillation weighted by --distill-weight (default contrastive)")
+    tt.add_argument("--distill-weight", type=float, default=0.5, help="weight of distillation in --objective mix")
     t.add_argument("--train-split", default="train", help="split to train on (default train)")
     t.add_argument("--val-split", default="val", help="split to validate on each epoch, if present (default val)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start; rarely pays on CPU)")
@@ -91,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", default="test", help="split to evaluate ('all' for every image; default test)")
     e.add_argument("--english-captions", help="English captions of the same images (e.g. Flickr8k.token.txt):"
                    " evaluated side by side")
-    e.add_argument("--compare", action="store_true", help="evaluate the base model and the adapter in one run")
+    e.add_argument("--compare", action="store_true", help="put the base model beside --adapter and/or --text-model in"
+                   " one run (with both: the two roads to Turkish side by side)")
     e.add_argument("--json", help="write the metrics to this JSON file")
 
     p = sub.add_parser("predict", help="probability of each caption for one image")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -11,11 +12,12 @@ from turkclip import cache
 from turkclip.adapters import LoraSettings, load_adapter
 from turkclip.data.captions import read_captions
 from turkclip.data.dataset import load_image_text_set
-from turkclip.embed import resolve_precision
+from turkclip.embed import embed_images, resolve_precision
 from turkclip.errors import TurkclipError
 from turkclip.evaluate import evaluate as evaluate_split
 from turkclip.model import load_clip, save_clip
 from turkclip.predict import predict as predict_probs
+from turkclip.text_tower import load_text_tower, swap_text_tower
 
 from .report import format_table
 from .train import TrainConfig, train as run_training
@@ -45,19 +47,24 @@ def train(args) -> None:
         clip_grad=args.clip_grad, lora=lora, train_token_rows=args.train_token_rows, negatives=args.negatives,
         precision=args.precision, compile=args.compile, seed=args.seed, skip_bad_images=args.skip_bad_images,
         cache_dir=_cache_dir(args.cache_dir), resume=args.resume, checkpoint_every=args.checkpoint_every,
-        progress=not args.no_progress,
+        progress=not args.no_progress, text_model=args.text_model, text_train=args.text_train,
+        objective=args.objective, distill_weight=args.distill_weight,
     )
     summary = run_training(cfg)
     if summary["skipped_images"]:
         print(f"skipped {summary['skipped_images']} missing or unreadable images (--skip-bad-images)")
     best = summary["best_val_mean_recall"]
-    print(f"adapter saved to {summary['output']} ({summary['steps']} steps, {summary['seconds']:.0f} s"
+    what = "text tower (a sentence-transformers folder)" if args.text_model else "adapter"
+    print(f"{what} saved to {summary['output']} ({summary['steps']} steps, {summary['seconds']:.0f} s"
           + (f", best val mean recall {best:.2f}" if best is not None else "") + ")")
 
 
 def evaluate(args) -> None:
-    if args.compare and not args.adapter:
-        raise TurkclipError("--compare needs --adapter")
+    if args.compare and not (args.adapter or args.text_model):
+        raise TurkclipError("--compare needs --adapter and/or --text-model")
+    if args.adapter and args.text_model and not args.compare:
+        raise TurkclipError("--adapter and --text-model are two roads to the same goal; pass --compare to put them side"
+                            " by side, or give one")
     device = _device(args.device)
     precision = resolve_precision(args.precision, device)
     clip = load_clip(args.model, args.tokenizer)
@@ -68,25 +75,31 @@ def evaluate(args) -> None:
     if args.english_captions:  # its own file: encoding detected, not --encoding
         english = data.with_captions(read_captions(args.english_captions, "en"))
 
-    def run(model) -> dict:
-        result = evaluate_split(model, clip.text, clip.preprocess, data, device, precision)
+    def run(route, images: torch.Tensor | None = None) -> dict:
+        model = route.model.to(device)
+        result = evaluate_split(model, route.text, clip.preprocess, data, device, precision, image_emb=images)
         if english is not None:
-            result["english"] = evaluate_split(model, clip.text, clip.preprocess, english, device, precision)
+            result["english"] = evaluate_split(model, route.text, clip.preprocess, english, device, precision,
+                                               image_emb=images)
         return result
 
-    model = clip.model.to(device)
+    # The base and a text tower share the base's image tower: its embeddings are computed once for both.
+    images = None
+    if args.compare or args.text_model or not args.adapter:
+        images = embed_images(clip.model.to(device).eval(), data.pixels, clip.preprocess, device, precision)
+    # Order matters: PEFT writes LoRA layers into the base model it wraps, so the adapter comes last.
     columns = {}
-    if args.adapter:
-        model = load_adapter(model, args.adapter).to(device)
-        if args.compare:
-            with model.disable_adapter():
-                columns["base"] = run(model)
-        columns["adapter"] = result = run(model)
-    else:
-        columns["base"] = result = run(model)
-    if args.compare:
-        result = {**columns["adapter"], "base": columns["base"]}
-    result.update(split=args.split, model=args.model, adapter=args.adapter, skipped_images=len(data.skipped))
+    if args.compare or not (args.adapter or args.text_model):
+        columns["base"] = run(clip, images)
+    if args.text_model:
+        tower, alignment = load_text_tower(args.text_model)
+        columns["text tower"] = run(swap_text_tower(clip, tower, alignment, source=args.text_model), images)
+    if args.adapter:  # an adapter may change the image tower too: its images are embedded again
+        columns["adapter"] = run(replace(clip, model=load_adapter(clip.model, args.adapter)))
+    primary = next(reversed(columns))
+    result = {**columns[primary], **{k.replace(" ", "_"): v for k, v in columns.items() if k != primary}}
+    result.update(split=args.split, model=args.model, adapter=args.adapter, text_model=args.text_model,
+                  skipped_images=len(data.skipped))
     print(format_table(columns, primary="turkish" if data.lang == "tr" else data.lang))
     if data.skipped:
         print(f"skipped {len(data.skipped)} missing or unreadable images (--skip-bad-images)")
@@ -96,7 +109,9 @@ def evaluate(args) -> None:
 
 
 def predict(args) -> None:
-    clip = load_clip(args.model, args.tokenizer)
+    if args.adapter and args.text_model:
+        raise TurkclipError("give --adapter or --text-model, not both (two roads to the same goal)")
+    clip = load_clip(args.model, args.tokenizer, text_model=args.text_model)
     if args.adapter:
         clip.model = load_adapter(clip.model, args.adapter)
     probs = predict_probs(clip, args.image, args.captions, args.lang, _device(args.device))

@@ -31,11 +31,13 @@ from turkclip.adapters import LoraSettings, attach_lora
 from turkclip.data.captions import read_captions
 from turkclip.data.dataset import load_image_text_set
 from turkclip.data.sampling import epoch_batches
+from turkclip.distill import build_teacher
 from turkclip.embed import cached_image_embeddings, features, resolve_precision, text_features
 from turkclip.errors import TurkclipError
 from turkclip.evaluate import evaluate
-from turkclip.loss import bank_loss, clip_loss
+from turkclip.loss import bank_loss, clip_loss, distill_loss
 from turkclip.model import DEFAULT_MODEL, load_clip, save_clip
+from turkclip.text_tower import new_text_tower, swap_text_tower
 
 from . import checkpoint
 from .logs import MetricsLog, plot_curves
@@ -71,6 +73,10 @@ class TrainConfig:
     warmup_ratio: float = 0.05
     clip_grad: float = 1.0  # max gradient norm; 0 disables
     lora: LoraSettings | None = field(default_factory=LoraSettings)  # None: train every weight (demo stage 1)
+    text_model: str | None = None  # a text encoder that replaces CLIP's text tower (the image tower stays frozen)
+    text_train: str = "lora"  # head | lora | full: how much of the --text-model trains
+    objective: str = "contrastive"  # contrastive | distill | mix (distill needs rehearsal_captions)
+    distill_weight: float = 0.5  # weight of the distillation term with objective "mix"
     train_token_rows: str = "none"  # none | new | all: token-embedding rows trained with the adapter
     negatives: str = "batch"  # batch | bank (text tower only: every cached train image is a negative)
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
@@ -103,7 +109,7 @@ def train(cfg: TrainConfig) -> dict:
     started = time.perf_counter()
     out = Path(cfg.output)
     _check_output(out, cfg.resume)
-    text_only = cfg.lora is not None and cfg.lora.towers == "text"
+    text_only = cfg.text_model is not None or (cfg.lora is not None and cfg.lora.towers == "text")
     if cfg.negatives == "bank" and not text_only:
         raise TurkclipError("--negatives bank needs --lora-towers text (the image bank must be frozen)")
     AcceleratorState._reset_state()  # Accelerate keeps settings per process; each run brings its own
@@ -126,17 +132,21 @@ def train(cfg: TrainConfig) -> dict:
     if cfg.rehearsal_captions:
         rehearsal = train_set.with_captions(read_captions(cfg.rehearsal_captions, cfg.rehearsal_lang)).captions
 
-    # 2. Model: freeze the base, attach LoRA (and token rows), or train everything (demo stage 1).
-    if cfg.lora is None:
-        model = clip.model
-    else:
-        cfg.lora.token_ids = _token_rows(cfg, clip, train_set, rehearsal)
-        model = attach_lora(clip.model, cfg.lora)
+    # 2. Model: freeze the base, attach LoRA (and token rows), swap in a new text tower, or train
+    #    everything (demo stage 1). Distillation's teacher is the base CLIP's own text tower.
+    device_precision = resolve_precision(cfg.precision, device)
+    teacher = None
+    if cfg.objective != "contrastive":
+        if rehearsal is None:
+            raise TurkclipError(f"--objective {cfg.objective} needs --rehearsal-captions (English captions of the same"
+                                " images, which the base CLIP's text tower embeds as the teacher)")
+        teacher = build_teacher(clip, rehearsal, cfg.rehearsal_lang, device, device_precision, cache_dir)
+    clip, model = _build_model(cfg, clip, train_set, rehearsal)
     model.train()
     net = ContrastiveModel(model, clip.preprocess)
 
     # 3. Text-only adaptation: the image tower is frozen, so embed every image once (cached on disk).
-    precision = resolve_precision(cfg.precision, device)
+    precision = device_precision
     bank = val_bank = None
     if text_only:
         model.to(device)
@@ -160,7 +170,8 @@ def train(cfg: TrainConfig) -> dict:
     # 5. Resume: trainable weights, optimizer, schedule, RNG and data position.
     # The settings that decide which batches a step sees: a resume with others would not continue this run.
     run = {k: getattr(cfg, k) for k in ("seed", "epochs", "batch_size", "grad_accum", "lr", "train_split",
-                                        "rehearsal_ratio", "negatives", "train_token_rows")}
+                                        "rehearsal_ratio", "negatives", "train_token_rows", "text_model",
+                                        "text_train", "objective", "distill_weight")}
     position = {"epoch": 0, "step": 0, "global_step": 0, "best": -math.inf, "run": run}
     if cfg.resume and (out / checkpoint.FILENAME).exists():
         position = checkpoint.load(out, model, optimizer, scheduler)
@@ -183,13 +194,20 @@ def train(cfg: TrainConfig) -> dict:
         tokens = {k: v.to(device) for k, v in clip.text([it.text for it in items], [it.lang for it in items]).items()}
         pixels = None if text_only else train_set.pixels[image_idx.cpu()].to(device, non_blocking=True)
         text_emb, image_emb, logit_scale = net(**tokens, pixels=pixels)
+        loss = 0.0
+        if teacher is not None:  # distillation: each caption towards the teacher's English embedding(s)
+            target, has = teacher.targets(items, device)
+            weight = 1.0 if cfg.objective == "distill" else cfg.distill_weight
+            loss = weight * distill_loss(text_emb[has].float(), target[has]) if has.any() else 0.0 * text_emb.sum()
+            if cfg.objective == "distill":
+                return loss
         if text_only and cfg.negatives == "bank":
-            return bank_loss(text_emb.float(), bank, image_idx, logit_scale)
+            return loss + bank_loss(text_emb.float(), bank, image_idx, logit_scale)
         if text_only:
             image_emb = bank[image_idx]
         if accelerator.num_processes > 1:  # negatives from every process; gradients flow back through the gather
             text_emb, image_emb = _gather_with_grad(text_emb), _gather_with_grad(image_emb)
-        return clip_loss(text_emb.float(), image_emb.float(), logit_scale)
+        return loss + clip_loss(text_emb.float(), image_emb.float(), logit_scale)
 
     # 6. The loop. An epoch's batches are a function of (seed, epoch), so a resumed run skips
     #    exactly the steps it has done. Each optimizer step averages `grad_accum` micro-batches.
@@ -284,6 +302,22 @@ def _amp(precision: str) -> str:
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[resolve_precision(precision, device)]
 
 
+def _build_model(cfg: TrainConfig, clip, train_set, rehearsal):
+    """(clip, model) to train: a new text tower on the frozen base, CLIP + LoRA, or all of CLIP."""
+    if cfg.text_model:
+        if cfg.train_token_rows != "none":
+            raise TurkclipError("--train-token-rows is for CLIP's own text tower; a --text-model has its own vocabulary")
+        tower = new_text_tower(cfg.text_model, clip.model.config.projection_dim)
+        tower.prepare_training(cfg.text_train, cfg.lora)
+        clip = swap_text_tower(clip, tower, source=cfg.text_model)
+        clip.model.logit_scale.requires_grad_(cfg.objective != "distill")  # distillation has no temperature
+        return clip, clip.model
+    if cfg.lora is None:
+        return clip, clip.model
+    cfg.lora.token_ids = _token_rows(cfg, clip, train_set, rehearsal)
+    return clip, attach_lora(clip.model, cfg.lora)
+
+
 def _token_rows(cfg: TrainConfig, clip, train_set, rehearsal) -> list[int]:
     """Token-embedding rows to train: none, all pieces of the training captions, or only the pieces the
     base language (rehearsal captions) never uses — the ones the base model cannot have learnt."""
@@ -299,11 +333,14 @@ def _token_rows(cfg: TrainConfig, clip, train_set, rehearsal) -> list[int]:
 
 
 def _save_weights(clip, model, out: Path, full: bool) -> None:
-    """Write the adapter (or, for full training, the whole model) into `out`, file by file atomically."""
+    """Write the adapter, the text tower (a sentence-transformers folder) or, for full training, the whole model
+    into `out`, file by file atomically."""
     tmp = out / ".saving"
     shutil.rmtree(tmp, ignore_errors=True)
     save_clip(clip, tmp, model) if full else model.save_pretrained(tmp)
     for f in tmp.iterdir():
+        if f.is_dir() and (out / f.name).is_dir():  # a module subfolder (1_Pooling, 2_Dense) of an earlier epoch
+            shutil.rmtree(out / f.name)
         os.replace(f, out / f.name)
     tmp.rmdir()
 

@@ -1,0 +1,228 @@
+"""The second road to Turkish: CLIP's text tower swapped for a pretrained multilingual encoder.
+
+A `TextTower` is any transformers text encoder (BERT, DistilBERT, XLM-R, e5 …) + mean pooling
++ a linear projection into the base CLIP's embedding space — the layout of sentence-transformers'
+`clip-ViT-B-32-multilingual-v1` and of M-CLIP. `SwappedClip` pairs it with the frozen base CLIP:
+images go through CLIP's image tower, captions through the new tower. It answers the same calls
+as a `CLIPModel` (`get_text_features`, `get_image_features`, `logit_scale`), so training,
+evaluation, prediction and search use it without knowing which road they are on.
+
+How much of the tower trains is `--text-train`:
+- head: the encoder is frozen; only the projection trains, on pooled features that are computed
+  once per caption and remembered (the encoder runs once per distinct caption, not per step);
+- lora: PEFT LoRA on the encoder's attention projections (targets per architecture);
+- full: every weight.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import sentence_folder
+from .adapters import LoraSettings
+from .errors import TurkclipError
+
+TRAIN_MODES = ("head", "lora", "full")
+MAX_LENGTH = 128  # tokens per caption: captions are short; sentence-transformers truncates at the same place
+
+# Attention projections that LoRA adapts, by the encoder's config.model_type.
+LORA_TARGETS = {
+    "bert": ["query", "value"], "roberta": ["query", "value"], "xlm-roberta": ["query", "value"],
+    "camembert": ["query", "value"], "electra": ["query", "value"], "distilbert": ["q_lin", "v_lin"],
+    "deberta-v2": ["query_proj", "value_proj"], "mpnet": ["q", "v"],
+}
+
+
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Average of the token vectors that are not padding (sentence-transformers' "mean" pooling)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+class TextTower(nn.Module):
+    """Encoder → mean pooling → linear projection into CLIP's embedding space."""
+
+    def __init__(self, encoder: nn.Module, tokenizer, dense: nn.Linear, prompt: str = "", max_length: int = MAX_LENGTH):
+        super().__init__()
+        self.encoder, self.dense = encoder, dense
+        self.tokenizer, self.prompt, self.max_length = tokenizer, prompt, max_length
+        self.frozen_encoder = False  # --text-train head: pooled features are remembered per caption
+        self._pooled_memo: dict[bytes, torch.Tensor] = {}
+
+    @property
+    def hidden_size(self) -> int:
+        return self.dense.in_features
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Exactly what sentence-transformers does with the folder's default prompt: prompt + raw text."""
+        batch = self.tokenizer([self.prompt + t for t in texts], padding="longest", truncation=True,
+                               max_length=self.max_length, return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.frozen_encoder:
+            return self.dense(self._remembered_pooled(input_ids, attention_mask))
+        return self.dense(self._pooled(input_ids, attention_mask))
+
+    def _pooled(self, input_ids, attention_mask):
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return mean_pool(hidden, attention_mask)
+
+    @torch.no_grad()
+    def _remembered_pooled(self, input_ids, attention_mask):
+        """Pooled features of the frozen encoder: each distinct caption is encoded once, then looked up."""
+        keys = [ids[: int(n)].cpu().numpy().tobytes() for ids, n in zip(input_ids, attention_mask.sum(1))]
+        missing, seen = [], set()
+        for i, key in enumerate(keys):
+            if key not in self._pooled_memo and key not in seen:
+                seen.add(key)
+                missing.append(i)
+        if missing:
+            for i, vec in zip(missing, self._pooled(input_ids[missing], attention_mask[missing]).float()):
+                self._pooled_memo[keys[i]] = vec
+        return torch.stack([self._pooled_memo[k] for k in keys])
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen_encoder:
+            self.encoder.eval()  # a frozen encoder never runs dropout: its remembered features stay valid
+        return self
+
+    def prepare_training(self, mode: str, lora: LoraSettings | None = None) -> None:
+        """Decide what trains: the projection only, LoRA on the encoder's attention, or everything."""
+        if mode not in TRAIN_MODES:
+            raise TurkclipError(f"--text-train must be one of {', '.join(TRAIN_MODES)}, not {mode!r}")
+        self.encoder.requires_grad_(mode == "full")
+        self.dense.requires_grad_(True)
+        self.frozen_encoder = mode == "head"
+        self._pooled_memo.clear()
+        if mode == "lora":
+            self.encoder = attach_encoder_lora(self.encoder, lora or LoraSettings())
+
+    def merged_encoder(self) -> nn.Module:
+        """The encoder with any LoRA folded in (a copy: training can go on with the original)."""
+        if hasattr(self.encoder, "merge_and_unload"):
+            return copy.deepcopy(self.encoder).merge_and_unload()
+        return self.encoder
+
+
+def attach_encoder_lora(encoder: nn.Module, settings: LoraSettings) -> nn.Module:
+    from peft import LoraConfig, get_peft_model
+
+    model_type = getattr(encoder.config, "model_type", "?")
+    if model_type not in LORA_TARGETS:
+        raise TurkclipError(f"no LoRA targets known for text encoders of type {model_type!r} (known: "
+                            f"{', '.join(sorted(LORA_TARGETS))}); use --text-train head or full")
+    config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+                        target_modules=LORA_TARGETS[model_type])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return get_peft_model(encoder, config)
+
+
+class TowerText:
+    """The tokenizer side of a `TextTower`, shaped like `turkclip.text.TextEncoder` (what the loop calls).
+
+    No Turkish case folding: the tower's own tokenizer was trained on cased multilingual text.
+    """
+
+    def __init__(self, tower: TextTower):
+        self.tower = tower
+        self.tokenizer = tower.tokenizer
+        self.max_length = tower.max_length
+
+    def __call__(self, texts: list[str], langs: list[str] | str = "tr") -> dict[str, torch.Tensor]:
+        return self.tower.tokenize(list(texts))
+
+    def token_ids(self, texts: list[str], lang: str) -> set[int]:
+        return {i for row in self.tower.tokenize(texts)["input_ids"].tolist() for i in row}
+
+
+class SwappedClip(nn.Module):
+    """A frozen base CLIP whose captions go through `tower`; answers like a `CLIPModel`."""
+
+    def __init__(self, clip_model: nn.Module, tower: TextTower, base_name: str, logit_scale: float | None = None):
+        super().__init__()
+        clip_model.requires_grad_(False)
+        self.clip, self.tower, self.base_name = clip_model, tower, base_name
+        init = clip_model.logit_scale.item() if logit_scale is None else logit_scale
+        self.logit_scale = nn.Parameter(torch.tensor(float(init)))
+
+    @property
+    def config(self):
+        return self.clip.config
+
+    @property
+    def vision_model(self):
+        return self.clip.vision_model
+
+    @property
+    def visual_projection(self):
+        return self.clip.visual_projection
+
+    def get_image_features(self, pixel_values: torch.Tensor):
+        return self.clip.get_image_features(pixel_values=pixel_values)
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.tower(input_ids, attention_mask)
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """A sentence-transformers folder (encoder with LoRA merged, pooling, projection) + what it is aligned to."""
+        sentence_folder.save(folder, self.tower.merged_encoder(), self.tower.tokenizer, self.tower.dense,
+                             self.tower.prompt, self.tower.max_length,
+                             alignment={"base_model": self.base_name, "base_fingerprint": base_fingerprint(self.clip),
+                                        "projection_dim": self.tower.dense.out_features,
+                                        "logit_scale": self.logit_scale.item()})
+
+
+def base_fingerprint(clip_model: nn.Module) -> str:
+    """Which image embedding space a tower is aligned to: a hash of the base's image projection."""
+    from .cache import tensors_fingerprint
+
+    return tensors_fingerprint({"visual_projection": clip_model.visual_projection.weight})
+
+
+def new_text_tower(name: str, projection_dim: int, prompt: str | None = None) -> TextTower:
+    """A tower around the encoder `name` (hub id or folder) with a fresh projection — or, when `name` is a
+    tower turkclip trained, that tower with its projection, to train further."""
+    if sentence_folder.is_tower(name):
+        tower, _ = load_text_tower(name)
+        return tower
+    encoder, tokenizer = sentence_folder.load_encoder(name)
+    dense = nn.Linear(encoder.config.hidden_size, projection_dim)
+    if prompt is None:
+        prompt = sentence_folder.default_prompt(name)
+    return TextTower(encoder, tokenizer, dense, prompt)
+
+
+def load_text_tower(folder: str | Path) -> tuple[TextTower, dict]:
+    """A trained tower from its sentence-transformers folder, and its alignment record."""
+    encoder, tokenizer, dense, prompt, max_length, alignment = sentence_folder.load(folder)
+    return TextTower(encoder, tokenizer, dense, prompt, max_length), alignment
+
+
+def swap_text_tower(clip, tower: TextTower, alignment: dict | None = None, source: str = ""):
+    """`clip` with its captions going through `tower` (a new `Clip`; the base model is shared, frozen)."""
+    from .model import Clip
+
+    if tower.dense.out_features != clip.model.config.projection_dim:
+        raise TurkclipError(f"text tower {source} projects to {tower.dense.out_features} dimensions but {clip.name}'s"
+                            f" embeddings have {clip.model.config.projection_dim}: it was aligned to another base"
+                            f" ({(alignment or {}).get('base_model')!r}); pass that --model")
+    if alignment and alignment.get("base_fingerprint") not in (None, base_fingerprint(clip.model)):
+        raise TurkclipError(f"text tower {source} is aligned to base {alignment.get('base_model')!r}, not to {clip.name}"
+                            f" (its image embeddings differ); pass --model {alignment.get('base_model')}")
+    scale = (alignment or {}).get("logit_scale")
+    model = SwappedClip(clip.model, tower, clip.name, scale)
+    return Clip(model, TowerText(tower), clip.preprocess, clip.name)
+
+
+def describe(folder: str | Path) -> dict:
+    """The alignment record of a trained tower folder (for reports)."""
+    return json.loads((Path(folder) / sentence_folder.ALIGNMENT_FILE).read_text(encoding="utf-8"))
