@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="/tmp/turkclip-demo-modes")
     args = parser.parse_args()
-    stage1, stage2 = FULL
+    stage1, stage2, _ = FULL
     base = pretrain(stage1, args.seed)
     clip = load_clip(str(base.folder))
     test = load_image_text_set(read_captions(base.world.turkish, "tr").split("test"), base.world.images,

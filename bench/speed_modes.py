@@ -137,7 +137,7 @@ def steps_per_epoch(captions: str, batch_size: int) -> int:
 
 
 def product(args, towers: str, negatives: str = "batch", full_epoch: bool = False, val: bool = False,
-            epochs: int | None = None) -> dict:
+            epochs: int | None = None, text_train: str | None = None) -> dict:
     """turkclip's training loop (`train()`), timed by `Probe`."""
     from turkclip.adapters import LoraSettings
     from turkclip_train.train import TrainConfig
@@ -154,7 +154,8 @@ def product(args, towers: str, negatives: str = "batch", full_epoch: bool = Fals
     cfg = TrainConfig(captions=args.captions, images=args.image_dir, output=str(out), model=args.model_dir,
                       val_split="val" if val else None, epochs=epochs, batch_size=args.batch_size,
                       lora=LoraSettings(dropout=args.dropout, towers=towers), negatives=negatives,
-                      precision=args.precision, cache_dir=args.cache_dir, progress=False)
+                      precision=args.precision, cache_dir=args.cache_dir, progress=False,
+                      text_model=args.text_model if text_train else None, text_train=text_train or "lora")
     probe = Probe(torch.device(args.device), stop_after)
     try:
         probe.run(cfg)
@@ -298,6 +299,10 @@ MODES = {
     "both": lambda args: product(args, "both"),
     "text": lambda args: product(args, "text", full_epoch=True),
     "bank": lambda args: product(args, "text", "bank", full_epoch=True),
+    # the second road: CLIP's text tower swapped for e5-small (--text-model), image embeddings cached
+    "tower-head": lambda args: product(args, "text", full_epoch=True, text_train="head"),
+    "tower-lora": lambda args: product(args, "text", full_epoch=True, text_train="lora"),
+    "tower-full": lambda args: product(args, "text", full_epoch=True, text_train="full"),
     "raw": raw,
     "eval": evaluation,
     "growth": growth,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 LABELS = {"seed": "seed notebook loop", "both": "turkclip, both towers", "text": "turkclip, text-only (cached images)",
-          "bank": "turkclip, text-only, `--negatives bank`", "raw": "raw forward/backward (the limit)"}
+          "bank": "turkclip, text-only, `--negatives bank`", "raw": "raw forward/backward (the limit)",
+          "tower-head": "e5-small text tower, `--text-train head`", "tower-lora": "e5-small text tower, `--text-train lora`",
+          "tower-full": "e5-small text tower, `--text-train full`"}
 GROWTH_TOLERANCE = 0.02  # peak RSS may drift this much (allocator noise) before we call it growth
 
 

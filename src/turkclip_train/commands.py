@@ -130,7 +130,7 @@ def merge(args) -> None:
 def demo(args) -> None:
     from .demo.run import run_demo
 
-    run_demo(Path(args.output), seed=args.seed, quick=args.quick)
+    run_demo(Path(args.output), seed=args.seed, quick=args.quick, route=args.route)
 
 
 # ANCHOR text-tower commands (issue 8)
