@@ -112,6 +112,8 @@ def main() -> None:
              f" on {time.strftime('%Y-%m-%d')}.", "",
              "| folder | conversion wall s | conversion CPU s | folder MiB |", "|---|---|---|---|"]
     lines += [f"| {d} | {c['wall_s']:.1f} | {c['cpu_s']:.1f} | {c['mib']:.0f} |" for d, c in conv.items()]
+    lines += ["", "CPU s is the process's own time; wall s adds writing the folder and, on a shared machine, waiting"
+              " for a core."]
     lines += ["", "Token ids (\"query: \" + caption, with `<s>`/`</s>`), converted tokenizer vs the engine:", "",
               "| captions | identical | of |", "|---|---|---|"]
     lines += [f"| {n} | {ok} | {total} |" for n, (ok, total, _) in ids.items()]

