@@ -70,8 +70,9 @@ def convert_e5(output: str | Path, source: str | Path | None = None, dtype: str 
     if dtype not in DTYPES:
         raise TurkclipError(f"unknown dtype {dtype!r}: use one of {', '.join(DTYPES)}")
     output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise TurkclipError(f"{output} already exists and is not empty: choose a new folder")
+    if output.is_file() or (output.is_dir() and any(output.iterdir())):
+        what = "is a file" if output.is_file() else "already exists and is not empty"
+        raise TurkclipError(f"{output} {what}: choose a new folder")
     source = Path(source) if source is not None else bundled_source()
     e5 = read_e5_file(source)
 
