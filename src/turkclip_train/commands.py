@@ -134,6 +134,16 @@ def demo(args) -> None:
 
 
 # ANCHOR text-tower commands (issue 8)
+def convert_e5(args) -> None:
+    import time
+
+    from turkclip.e5_convert import convert_e5 as convert
+
+    start = time.perf_counter()
+    out = convert(args.output, args.source, args.dtype)
+    size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
+    print(f"e5-small written to {out} ({size:.0f} MiB, {time.perf_counter() - start:.0f} s): train with"
+          f" `turkclip train --text-model {out} ...`; queries need the 'query: ' prefix")
 
 
 # ANCHOR photo commands (issue 9)
