@@ -10,6 +10,7 @@ from turkclip_train.demo.run import run_demo
 # Turkish text→image R@1 gain (points) the quick demo must show; chance is 1% (100 test scenes).
 # Measured gains over seeds 0, 1, 2 are in the README; this keeps wide slack below them.
 MIN_GAIN = 20
+MIN_TOWER_GAIN = 15  # the text-tower road's quick recipe (head only): see the README's measured quick numbers
 
 
 def r1(metrics):
@@ -69,3 +70,26 @@ def test_refuses_an_output_it_did_not_write(tmp_path):
     with pytest.raises(TurkclipError, match="not the output of an earlier demo"):
         run_demo(tmp_path, quick=True)
     assert (tmp_path / "adapter" / "notes.txt").exists()
+
+
+@pytest.mark.slow
+def test_quick_demo_both_roads_side_by_side(tmp_path, e5_folder, monkeypatch):
+    """`--route both`: the LoRA road and the e5-small text tower, measured on the same held-out scenes."""
+    import turkclip_train.demo.routes as routes
+
+    monkeypatch.setattr(routes, "e5_small", lambda: e5_folder)  # the session's conversion, not another one
+    result = run_demo(tmp_path, seed=0, quick=True, route="both")
+    saved = json.loads((tmp_path / "demo.json").read_text(encoding="utf-8"))
+    assert set(saved["routes"]) == {"lora", "text-tower"} and saved["route"] == "both"
+    for road in saved["routes"].values():
+        for lang in ("turkish", "english", "heldout_pairs"):
+            assert_metrics(road[lang]["before"])
+            assert_metrics(road[lang]["after"])
+    # The same "before" for both roads (one base, one test set); the tower learnt Turkish far above chance (1%).
+    tower, lora = saved["routes"]["text-tower"], saved["routes"]["lora"]
+    assert tower["turkish"]["before"] == lora["turkish"]["before"]
+    assert r1(tower["turkish"]["after"]) - r1(tower["turkish"]["before"]) >= MIN_TOWER_GAIN, tower["turkish"]
+    assert result["turkish"] == lora["turkish"]  # today's top-level keys stay the LoRA road's
+    for png in ("routes.png", "curves.png", "examples.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "text-tower" / "modules.json").is_file() and (tmp_path / "adapter" / "adapter_config.json").is_file()
