@@ -1,6 +1,7 @@
 """Resumable training state in one file, written atomically.
 
-`checkpoint.pt` holds the trainable tensors, optimizer and scheduler state, RNG states and
+`checkpoint/checkpoint.pt` in the output folder (a subfolder, so the adapter folder a user ships holds
+no training state: leave out or delete `checkpoint/` once training is done) holds the trainable tensors, optimizer and scheduler state, RNG states and
 the position in the data. It is written to a temp file and renamed over the old one, so a
 kill at any moment leaves the previous checkpoint intact. It is our own file, and it is still
 read with `torch.load(weights_only=True)`: no pickled code ever runs.
@@ -16,7 +17,8 @@ import torch
 
 from turkclip.errors import TurkclipError
 
-FILENAME = "checkpoint.pt"
+SUBFOLDER = "checkpoint"
+FILENAME = f"{SUBFOLDER}/checkpoint.pt"  # relative to the output folder
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -32,7 +34,8 @@ def save(folder: Path, model, optimizer, scheduler, position: dict) -> None:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "position": position,  # epoch, step_in_epoch, global_step, best, ...
     }
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".checkpoint-", suffix=".tmp")
+    (folder / SUBFOLDER).mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder / SUBFOLDER, prefix=".checkpoint-", suffix=".tmp")
     os.close(fd)
     try:
         torch.save(state, tmp)

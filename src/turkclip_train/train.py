@@ -36,6 +36,7 @@ from turkclip.errors import TurkclipError
 from turkclip.evaluate import evaluate
 from turkclip.loss import bank_loss, clip_loss
 from turkclip.model import DEFAULT_MODEL, load_clip, save_clip
+from turkclip.processor import save_processor
 
 from . import checkpoint
 from .logs import MetricsLog, plot_curves
@@ -254,7 +255,7 @@ def train(cfg: TrainConfig) -> dict:
                     score = -position["global_step"]  # no validation split: the latest adapter is kept
                 if score > position["best"] or val_set is None:
                     position["best"] = score
-                    _save_weights(clip, model, out, full=cfg.lora is None)
+                    _save_weights(clip, model, out, full=cfg.lora is None, lang=cfg.lang)
             accelerator.wait_for_everyone()
             save_checkpoint(epoch + 1, 0)
     bar.close()
@@ -298,11 +299,12 @@ def _token_rows(cfg: TrainConfig, clip, train_set, rehearsal) -> list[int]:
     return sorted(rows)
 
 
-def _save_weights(clip, model, out: Path, full: bool) -> None:
+def _save_weights(clip, model, out: Path, full: bool, lang: str = "tr") -> None:
     """Write the adapter (or, for full training, the whole model) into `out`, file by file atomically."""
     tmp = out / ".saving"
     shutil.rmtree(tmp, ignore_errors=True)
     save_clip(clip, tmp, model) if full else model.save_pretrained(tmp)
+    save_processor(clip, tmp, lang)  # CLIPProcessor.from_pretrained(out) then tokenizes as turkclip does
     for f in tmp.iterdir():
         os.replace(f, out / f.name)
     tmp.rmdir()
