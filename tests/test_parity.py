@@ -99,6 +99,7 @@ def test_merged_model_matches_with_plain_from_pretrained(tiny_model, trained, ca
     torch.testing.assert_close(turkclip_probs(merged, None, trained["image"], CAPTIONS), want, atol=1e-5, rtol=0)
 
 
+@pytest.mark.filterwarnings("ignore:Already found a `peft_config`")  # a second adapter, on purpose
 def test_adapter_api_of_the_pinned_transformers_peft_pair(tiny_model, trained):
     """load_adapter, active_adapters, disable/enable_adapters and set_adapter on a trained adapter."""
     clip = load_clip(str(tiny_model))

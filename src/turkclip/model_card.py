@@ -32,13 +32,14 @@ def model_card(base_model: str, lang: str = "tr", datasets: list[str] = (), metr
     """The card's text. `metrics`: a validation record (`evaluate`'s result, plus "epoch");
     `settings`: training settings worth stating (LoRA rank, towers, epochs, ...)."""
     language = LANGUAGE_NAMES.get(lang, lang)
+    title = Path(name).name or name  # the folder's own name, not where it happened to be written
     front = ["---", f"base_model: {_q(base_model)}", "library_name: peft", f"language: {_q(lang)}",
              "pipeline_tag: zero-shot-image-classification"]
     if datasets:
         front += ["datasets:"] + [f"- {_q(d)}" for d in datasets]
     front += ["tags:"] + [f"- {t}" for t in TAGS]
     if metrics:
-        front += ["model-index:", f"- name: {_q(name)}", "  results:", "  - task:", "      type: image-text-retrieval",
+        front += ["model-index:", f"- name: {_q(title)}", "  results:", "  - task:", "      type: image-text-retrieval",
                   "      name: Image-text retrieval (full gallery)", "    dataset:",
                   f"      name: {_q(datasets[0] if datasets else 'validation captions')}",
                   f"      type: {_q(datasets[0] if datasets else 'custom')}", "      split: validation", "    metrics:"]
@@ -49,7 +50,7 @@ def model_card(base_model: str, lang: str = "tr", datasets: list[str] = (), metr
         front += ["    - type: mean_recall", "      name: mean recall", f"      value: {metrics['mean_recall']:.2f}"]
     front.append("---")
 
-    body = [f"# {name}: {language} LoRA adapter for {base_model}", "",
+    body = [f"# {title}: {language} LoRA adapter for {base_model}", "",
             f"A LoRA adapter (PEFT) that teaches the CLIP model `{base_model}` {language} captions, trained with"
             " turkclip (`turkclip train`). The folder also holds the `CLIPProcessor` files"
             " (image preprocessing and tokenizer) that match training" + (
