@@ -128,3 +128,19 @@ def test_init_model_writes_a_loadable_random_model(tmp_path, capsys):
     assert json.loads((again / "config.json").read_text()) == before
     assert main(["init-model", "ViT-B/99", str(tmp_path / "x"), "--tokenizer", str(TOKENIZER)]) == 1
     assert "ViT-B/32" in capsys.readouterr().err
+
+
+def test_a_run_from_before_the_checkpoint_folder_is_still_a_run(tmp_path):
+    from turkclip_train import checkpoint
+    from turkclip_train.train import _check_output
+
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    checkpoint.save(tmp_path, model, optimizer, scheduler, {"epoch": 1, "step": 0, "global_step": 4})
+    (tmp_path / checkpoint.FILENAME).rename(tmp_path / "checkpoint.pt")  # the old layout
+    (tmp_path / checkpoint.SUBFOLDER).rmdir()
+    with pytest.raises(TurkclipError, match="already holds a training run"):
+        _check_output(tmp_path, resume=False)
+    assert not (tmp_path / "checkpoint.pt").exists()
+    assert checkpoint.load(tmp_path, model, optimizer, scheduler)["global_step"] == 4  # --resume finds it

@@ -67,13 +67,14 @@ def model_card(base_model: str, lang: str = "tr", datasets: list[str] = (), metr
         body += [f"| {label} | {metrics[key]['R@1']:.2f} | {metrics[key]['R@5']:.2f} | {metrics[key]['R@10']:.2f} |"
                  f" {metrics[key]['median_rank']:.1f} |" for key, label in DIRECTIONS.items()]
         body += ["", f"Mean recall {metrics['mean_recall']:.2f}.", ""]
-    example = "çimlerde koşan bir köpek" if lang == "tr" else "a dog running on the grass"
+    example, other = (("çimlerde koşan bir köpek", "karda oynayan iki çocuk") if lang == "tr"
+                      else ("a dog running on the grass", "two children playing in the snow"))
     body += ["## Usage", "", "```python", "from PIL import Image", "from transformers import CLIPModel, CLIPProcessor", "",
              f"adapter = {_q(name)}  # this folder (or its hub id once uploaded)",
              f"model = CLIPModel.from_pretrained({_q(base_model)})",
              "model.load_adapter(adapter)",
              "processor = CLIPProcessor.from_pretrained(adapter)",
-             f'inputs = processor(text=[{_q(example)}, {_q("karda oynayan iki çocuk" if lang == "tr" else "two children playing in the snow")}],',
+             f"inputs = processor(text=[{_q(example)}, {_q(other)}],",
              '                   images=Image.open("photo.jpg"), return_tensors="pt", padding=True)',
              "probs = model(**inputs).logits_per_image.softmax(dim=1)", "```", "",
              "Or with the command line, which gives the same probabilities:", "", "```bash",

@@ -275,6 +275,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _check_output(out: Path, resume: bool) -> None:
+    checkpoint.move_legacy(out)  # a checkpoint.pt from before checkpoint/ existed
     if not resume and (out / checkpoint.FILENAME).exists():
         raise TurkclipError(f"{out} already holds a training run; pass --resume to continue it or choose another --output")
 

@@ -55,7 +55,8 @@ class CaptionSet:
         if not records:
             splits = {k: v for k, v in self.splits().items() if k != "None"}
             if not splits:
-                raise TurkclipError(f"{self.source} has no splits; use --split all (train: --train-split all) to take every image")
+                raise TurkclipError(f"{self.source} has no splits; use --split all (train: --train-split all)"
+                                    " to take every image")
             known = ", ".join(f"{k} ({v} images)" for k, v in splits.items())
             raise TurkclipError(f"{self.source}: no split named {name!r}; it has: {known} (or --split all for every image)")
         return CaptionSet(records, self.lang, self.source)
