@@ -65,6 +65,7 @@ def turkclip_probs(base, adapter, image, captions) -> torch.Tensor:
     return torch.tensor(predict(clip, image, captions))
 
 
+@pytest.mark.filterwarnings("error::UserWarning")  # and quietly: no "max_length is ignored" on every call
 def test_seed_readme_example_matches_turkclip_predict(tiny_model, trained):
     want = turkclip_probs(tiny_model, trained["adapter"], trained["image"], CAPTIONS)
     got = seed_readme_probs(tiny_model, trained["adapter"], trained["image"], CAPTIONS)

@@ -73,11 +73,16 @@ def save_processor(clip, folder: str | Path, lang: str | None = "tr") -> None:
     tokenizer, the tokenizer folding case the Turkish way when `lang` is "tr"."""
     folder = Path(folder)
     CLIPProcessor(image_processor=image_processor(clip.preprocess), tokenizer=clip.text.tokenizer).save_pretrained(folder)
-    if lang != "tr":
-        return  # CLIP's own normaliser is right for English (and what TextEncoder uses for it)
     backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
-    backend.normalizer = turkish_normalizer()
+    # A tokenizer that has been called with truncation/padding saves them as defaults, and transformers then
+    # warns on every processor(..., padding=True) call: write it as it was loaded.
+    backend.no_truncation()
+    backend.no_padding()
+    if lang == "tr":  # CLIP's own normaliser is right for English (and what TextEncoder uses for it)
+        backend.normalizer = turkish_normalizer()
     backend.save(str(folder / "tokenizer.json"))
+    if lang != "tr":
+        return
     config_path = folder / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     config["tokenizer_class"] = "TokenizersBackend"  # keeps tokenizer.json's normaliser (CLIPTokenizer rebuilds it)
