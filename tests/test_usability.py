@@ -144,3 +144,14 @@ def test_a_run_from_before_the_checkpoint_folder_is_still_a_run(tmp_path):
         _check_output(tmp_path, resume=False)
     assert not (tmp_path / "checkpoint.pt").exists()
     assert checkpoint.load(tmp_path, model, optimizer, scheduler)["global_step"] == 4  # --resume finds it
+
+
+def test_processor_never_overwrites_a_sentence_transformers_folder(tiny_model, tmp_path):
+    from turkclip.model import load_clip
+    from turkclip.processor import save_processor
+
+    (tmp_path / "modules.json").write_text("[]")
+    (tmp_path / "tokenizer.json").write_text("the text tower's own")
+    save_processor(load_clip(str(tiny_model)), tmp_path, "tr")
+    assert (tmp_path / "tokenizer.json").read_text() == "the text tower's own"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["modules.json", "tokenizer.json"]

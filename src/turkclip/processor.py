@@ -72,6 +72,8 @@ def save_processor(clip, folder: str | Path, lang: str | None = "tr") -> None:
     """Write what `CLIPProcessor.from_pretrained(folder)` loads: `clip`'s image preprocessing and
     tokenizer, the tokenizer folding case the Turkish way when `lang` is "tr"."""
     folder = Path(folder)
+    if (folder / "modules.json").exists():  # a sentence-transformers folder (a text tower) carries its own tokenizer
+        return
     CLIPProcessor(image_processor=image_processor(clip.preprocess), tokenizer=clip.text.tokenizer).save_pretrained(folder)
     backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
     # A tokenizer that has been called with truncation/padding saves them as defaults, and transformers then

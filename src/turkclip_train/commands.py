@@ -127,6 +127,8 @@ def _trained_lang(adapter: str) -> str:
 
 def _write_card(cfg: TrainConfig) -> None:
     """The adapter folder's README.md: a Hub model card with the kept epoch's validation metrics."""
+    if cfg.lora is None or getattr(cfg, "text_model", None):  # not a LoRA adapter (a text tower folder has its own)
+        return
     out = Path(cfg.output)
     log = out / "metrics.jsonl"
     records = [json.loads(line) for line in log.read_text().splitlines() if line] if log.exists() else []
