@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from . import commands
 
     try:
-        return getattr(commands, args.command.replace("-", "_"))(args) or 0  # init-model → init_model
+        return getattr(commands, args.command.replace("-", "_"))(args) or 0
     except TurkclipError as e:
         if args.debug:
             traceback.print_exc()
