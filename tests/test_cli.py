@@ -8,7 +8,7 @@ import pytest
 
 from turkclip_train.cli import DEFAULT_MODEL, build_parser
 
-SUBCOMMANDS = ["train", "evaluate", "predict", "merge", "demo"]
+SUBCOMMANDS = ["train", "evaluate", "predict", "merge", "demo", "init-model"]
 
 
 def turkclip(*args, timeout=120):

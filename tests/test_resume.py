@@ -220,7 +220,8 @@ def test_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(tmp_path, model, optimizer, scheduler, {"epoch": 0, "step": 2, "global_step": 2})
     assert (tmp_path / checkpoint.FILENAME).read_bytes() == good
-    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.FILENAME]
+    assert [p.name for p in tmp_path.iterdir()] == [checkpoint.SUBFOLDER]  # the training state lives in its own folder
+    assert [p.name for p in (tmp_path / checkpoint.SUBFOLDER).iterdir()] == [Path(checkpoint.FILENAME).name]
     assert checkpoint.load(tmp_path, model, optimizer, scheduler)["global_step"] == 1
     monkeypatch.undo()
 
@@ -244,6 +245,7 @@ class _Touch:
 
 def test_foreign_checkpoint_is_never_unpickled(tmp_path):
     marker = tmp_path / "unpickled"
+    (tmp_path / checkpoint.SUBFOLDER).mkdir()
     torch.save({"position": _Touch(marker)}, tmp_path / checkpoint.FILENAME)
     with pytest.raises(TurkclipError, match="cannot read .*checkpoint.pt"):
         checkpoint.load(tmp_path, None, None, None)

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
 from .errors import TurkclipError
-from .model import Clip, save_clip
+from .model import Clip, load_failure, offline_kwargs, save_clip
 from .data.images import Preprocess
 from .text import TextEncoder
 
@@ -63,7 +63,13 @@ def init_model(architecture: str, tokenizer: str | Path, folder: str | Path, see
     """Build `architecture` with random weights around `tokenizer` and save it (with the tokenizer) to `folder`."""
     if architecture not in ARCHITECTURES:
         raise TurkclipError(f"unknown architecture {architecture!r}; choose from {', '.join(ARCHITECTURES)}")
-    tok = AutoTokenizer.from_pretrained(tokenizer)
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise TurkclipError(f"{folder} already exists and is not empty; choose a new or empty folder")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(tokenizer), **offline_kwargs(str(tokenizer)))
+    except (OSError, ValueError) as e:
+        raise TurkclipError(load_failure(str(tokenizer), "tokenizer", e, "--tokenizer")) from None
     spec = ARCHITECTURES[architecture]
     text = dict(spec["text_config"], vocab_size=len(tok), bos_token_id=tok.bos_token_id,
                 eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)

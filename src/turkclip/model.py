@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from transformers.utils import logging as hf_logging
 
 from .data.images import Preprocess
 from .errors import TurkclipError
+from .processor import folds_turkish, plain_normalizer, save_processor
 from .text import TextEncoder
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
@@ -40,16 +42,19 @@ def load_clip(name: str = DEFAULT_MODEL, tokenizer: str | None = None, text_mode
     captions then go through it instead of CLIP's own text tower.
     """
     _check_source(name)
+    local = offline_kwargs(name)
     try:  # safetensors only: a pickled pytorch_model.bin from a user's folder is never loaded
-        model = CLIPModel.from_pretrained(name, dtype=torch.float32, use_safetensors=True)
+        model = CLIPModel.from_pretrained(name, dtype=torch.float32, use_safetensors=True, **local)
     except (OSError, SafetensorError) as e:
-        raise TurkclipError(_load_failure(name, "model", e)) from None
+        raise TurkclipError(load_failure(name, "model", e)) from None
     try:
-        tok = AutoTokenizer.from_pretrained(tokenizer or name)
+        tok = AutoTokenizer.from_pretrained(tokenizer or name, **offline_kwargs(tokenizer or name))
     except (OSError, ValueError) as e:
-        raise TurkclipError(_load_failure(tokenizer or name, "tokenizer", e) + " (or pass --tokenizer FOLDER)") from None
+        raise TurkclipError(load_failure(tokenizer or name, "tokenizer", e) + " (or pass --tokenizer FOLDER)") from None
+    if folds_turkish(tok):  # a folder turkclip wrote for CLIPProcessor users; TextEncoder folds per caption language
+        tok.backend_tokenizer.normalizer = plain_normalizer()
     try:
-        processor = CLIPImageProcessorPil.from_pretrained(name)
+        processor = CLIPImageProcessorPil.from_pretrained(name, **local)
     except OSError:  # no preprocessor_config.json: CLIP's standard preprocessing at the tower's size
         processor = None
     preprocess = Preprocess.from_processor(processor, model.config.vision_config.image_size)
@@ -63,16 +68,34 @@ def load_clip(name: str = DEFAULT_MODEL, tokenizer: str | None = None, text_mode
     return clip
 
 
-def save_clip(clip: Clip, folder: str | Path, model: CLIPModel | None = None) -> None:
-    """Write a folder that `load_clip` (and plain `CLIPModel.from_pretrained`) loads."""
+def save_clip(clip: Clip, folder: str | Path, model: CLIPModel | None = None, lang: str | None = None) -> None:
+    """Write a folder that `load_clip` (and plain `CLIPModel.from_pretrained` + `CLIPProcessor.from_pretrained`)
+    loads; with `lang="tr"` its tokenizer folds case the Turkish way, as turkclip does (see processor.py)."""
     folder = Path(folder)
     (model or clip.model).save_pretrained(folder)
-    clip.text.tokenizer.save_pretrained(folder)
-    p = clip.preprocess
-    CLIPImageProcessorPil(
-        size={"shortest_edge": p.size}, crop_size={"height": p.size, "width": p.size},
-        image_mean=list(p.mean), image_std=list(p.std),
-    ).save_pretrained(folder)
+    save_processor(clip, folder, lang)
+
+
+def offline_kwargs(name: str) -> dict:
+    """`from_pretrained` keywords for `name`: read the local Hugging Face cache only when `name` is a hub id and
+    the hub is unreachable, instead of a minute of retries and warnings before the same failure."""
+    if Path(name).expanduser().exists() or hub_reachable():
+        return {}
+    return {"local_files_only": True}
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (any HTTP status), asked once per process."""
+    from huggingface_hub import constants, get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # DNS failure, refused, timed out, proxy error...
+        return False
+    return True
 
 
 def _check_source(name: str) -> None:
@@ -91,11 +114,12 @@ def _check_source(name: str) -> None:
         raise TurkclipError(f"model folder not found: {name}")
 
 
-def _load_failure(name: str, what: str, error: Exception) -> str:
+def load_failure(name: str, what: str, error: Exception, flag: str = "--model") -> str:
+    """One line saying why `name` (a folder or hub id) could not be loaded, and what to do."""
     if Path(name).expanduser().exists():
         return f"could not load the {what} from {name}: {str(error).splitlines()[0]}"
     return (
         f"could not load {what} {name!r}: it is not a local folder and the Hugging Face hub is unreachable"
         f" (or the id is wrong). On a connected machine run `hf download {name} --local-dir DIR`,"
-        " copy DIR here and pass --model DIR"
+        f" copy DIR here and pass {flag} DIR"
     )

@@ -1,8 +1,10 @@
 """Resumable training state in one file, written atomically.
 
-`checkpoint.pt` holds the trainable tensors, optimizer and scheduler state, RNG states and
-the position in the data. It is written to a temp file and renamed over the old one, so a
-kill at any moment leaves the previous checkpoint intact. It is our own file, and it is still
+`checkpoint/checkpoint.pt` in the output folder holds the trainable tensors, optimizer and scheduler
+state, RNG states and the position in the data. It is a subfolder so that the adapter folder a user
+ships holds no training state: leave `checkpoint/` out (or delete it) once training is done.
+It is written to a temp file and renamed over the old one, so a kill at any moment leaves the
+previous checkpoint intact. It is our own file, and it is still
 read with `torch.load(weights_only=True)`: no pickled code ever runs.
 """
 
@@ -16,7 +18,8 @@ import torch
 
 from turkclip.errors import TurkclipError
 
-FILENAME = "checkpoint.pt"
+SUBFOLDER = "checkpoint"
+FILENAME = f"{SUBFOLDER}/checkpoint.pt"  # relative to the output folder
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -32,7 +35,8 @@ def save(folder: Path, model, optimizer, scheduler, position: dict) -> None:
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
         "position": position,  # epoch, step_in_epoch, global_step, best, ...
     }
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".checkpoint-", suffix=".tmp")
+    (folder / SUBFOLDER).mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder / SUBFOLDER, prefix=".checkpoint-", suffix=".tmp")
     os.close(fd)
     try:
         torch.save(state, tmp)
@@ -40,6 +44,15 @@ def save(folder: Path, model, optimizer, scheduler, position: dict) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def move_legacy(folder: Path) -> None:
+    """Runs from before the checkpoint/ subfolder kept checkpoint.pt beside the adapter: move it in, so that
+    --resume continues them and a new run without --resume refuses them, as for any other run."""
+    old = folder / "checkpoint.pt"
+    if old.is_file() and not (folder / FILENAME).exists():
+        (folder / SUBFOLDER).mkdir(exist_ok=True)
+        os.replace(old, folder / FILENAME)
 
 
 def load(folder: Path, model, optimizer, scheduler) -> dict:

@@ -46,14 +46,17 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="turkclip", description="Teach CLIP a new language (Turkish first) with LoRA adapters.")
+    parser = argparse.ArgumentParser(prog="turkclip", description="Teach CLIP a new language (Turkish first) with LoRA adapters.",
+                                     allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a LoRA adapter", description=f"Train a LoRA adapter on the train split, "
                        f"validating on val each epoch and keeping the best adapter in --output. {SEED_RECIPE}.")
     _model_flags(t, adapter=False)
     _data_flags(t)
-    t.add_argument("--output", required=True, help="folder for the adapter, checkpoint, metrics.jsonl and curves.png")
+    t.add_argument("--output", required=True, help="folder for the adapter (with its CLIPProcessor files and a model card"
+                   " README.md), metrics.jsonl and curves.png; the training state for --resume goes in its checkpoint/"
+                   " subfolder, which is not part of the adapter: leave it out when you ship the folder")
     t.add_argument("--epochs", type=int, default=5, help="passes over the train images (default 5)")
     t.add_argument("--batch-size", type=int, default=64, help="images per micro-batch, one caption each (default 64)")
     t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
@@ -96,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-split", default="val", help="split to validate on each epoch, if present (default val)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start; rarely pays on CPU)")
     t.add_argument("--checkpoint-every", type=int, default=50, help="optimizer steps between checkpoints (default 50)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    t.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint (--output/checkpoint/)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = sub.add_parser("evaluate", help="full-gallery retrieval metrics of base or base+adapter",
@@ -111,16 +114,25 @@ def build_parser() -> argparse.ArgumentParser:
                    " one run (with both: the two roads to Turkish side by side)")
     e.add_argument("--json", help="write the metrics to this JSON file")
 
-    p = sub.add_parser("predict", help="probability of each caption for one image")
+    p = sub.add_parser("predict", help="probability of each caption for one image",
+                       description="Score one image against several captions: CLIP's softmax over the image→caption"
+                                   " logits, as in CLIP's zero-shot example; captions are printed most likely first."
+                                   " The same probabilities as CLIPModel + load_adapter + CLIPProcessor.from_pretrained"
+                                   " on the adapter folder.")
     _model_flags(p, adapter=True)
     p.add_argument("--lang", default="tr", help="language of the captions (default tr)")
     p.add_argument("image", help="image file")
     p.add_argument("captions", nargs="+", help="candidate captions")
 
-    m = sub.add_parser("merge", help="fold an adapter into the base weights: a standalone model folder")
+    m = sub.add_parser("merge", help="fold an adapter into the base weights: a standalone model folder",
+                       description="Fold a LoRA adapter into the base model's weights and write a standalone model folder"
+                                   " that plain CLIPModel.from_pretrained and CLIPProcessor.from_pretrained load (the"
+                                   " tokenizer folds Turkish case as turkclip does). --output must be new or empty.")
     _model_flags(m, adapter=False)
     m.add_argument("--adapter", required=True, help="adapter folder")
-    m.add_argument("--output", required=True, help="folder for the merged model (CLIPModel.from_pretrained loads it)")
+    m.add_argument("--output", required=True, help="folder for the merged model (new or empty)")
+    m.add_argument("--lang", default=None, help="language the adapter was trained for (default: the adapter's"
+                   " train_config.json, else tr); tr writes a tokenizer that folds İ/I the Turkish way")
 
     d = sub.add_parser("demo", help="offline end-to-end demo on a synthetic world (no downloads)",
                        description="Pretrain a small CLIP on English captions of synthetic scenes, then teach it"
@@ -153,7 +165,18 @@ def build_parser() -> argparse.ArgumentParser:
     # ANCHOR photo commands: index, search, classify, serve (issue 9)
 
     # ANCHOR model tools: init-model (issue 9)
+    i = sub.add_parser("init-model", help="write a CLIP model folder with random weights (e.g. ViT-B/32's architecture)",
+                       description="Build a named CLIP architecture with random weights around a tokenizer and save it as"
+                                   " a model folder every command loads with --model: what the README's real-data runs"
+                                   " use on machines without pretrained weights. Its retrieval is chance level.")
+    i.add_argument("architecture", help="ViT-B/32 (openai/clip-vit-base-patch32's exact shapes), demo-small, demo-tiny or tiny")
+    i.add_argument("output", help="folder to write (new or empty)")
+    i.add_argument("--tokenizer", default=DEFAULT_MODEL, help=f"tokenizer folder or hub id (default {DEFAULT_MODEL})")
+    i.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
+    i.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
+    for subparser in sub.choices.values():  # --epoch must not pass for --epochs: no abbreviated flags anywhere
+        subparser.allow_abbrev = False
     return parser
 
 

@@ -16,6 +16,7 @@ from turkclip.embed import embed_images, resolve_precision
 from turkclip.errors import TurkclipError
 from turkclip.evaluate import evaluate as evaluate_split
 from turkclip.model import load_clip, save_clip
+from turkclip.model_card import best_validation, write_model_card
 from turkclip.predict import predict as predict_probs
 from turkclip.text_tower import load_text_tower, swap_text_tower
 
@@ -51,6 +52,7 @@ def train(args) -> None:
         objective=args.objective, distill_weight=args.distill_weight,
     )
     summary = run_training(cfg)
+    _write_card(cfg)
     if summary["skipped_images"]:
         print(f"skipped {summary['skipped_images']} missing or unreadable images (--skip-bad-images)")
     best = summary["best_val_mean_recall"]
@@ -121,10 +123,40 @@ def predict(args) -> None:
 
 
 def merge(args) -> None:
+    out = Path(args.output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise TurkclipError(f"{out} already exists and is not empty; merge writes a new folder (choose another --output)")
     clip = load_clip(args.model, args.tokenizer)
     merged = load_adapter(clip.model, args.adapter).merge_and_unload()
-    save_clip(clip, args.output, merged)
-    print(f"merged model written to {args.output} (load it with CLIPModel.from_pretrained)")
+    save_clip(clip, out, merged, lang=args.lang or _trained_lang(args.adapter))
+    print(f"merged model written to {out} (load it with CLIPModel.from_pretrained and CLIPProcessor.from_pretrained)")
+
+
+def _trained_lang(adapter: str) -> str:
+    """The --lang the adapter was trained with (its train_config.json), else tr."""
+    try:
+        return json.loads((Path(adapter) / "train_config.json").read_text(encoding="utf-8")).get("lang") or "tr"
+    except (OSError, ValueError, AttributeError):
+        return "tr"
+
+
+def _write_card(cfg: TrainConfig) -> None:
+    """The adapter folder's README.md: a Hub model card with the kept epoch's validation metrics."""
+    if cfg.lora is None or getattr(cfg, "text_model", None):  # not a LoRA adapter (a text tower folder has its own)
+        return
+    out = Path(cfg.output)
+    log = out / "metrics.jsonl"
+    records = [json.loads(line) for line in log.read_text().splitlines() if line] if log.exists() else []
+    lora = cfg.lora
+    settings = {"LoRA": f"r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, on {'+'.join(lora.targets)}"
+                        f" ({lora.towers} tower{'s' if lora.towers == 'both' else ''})",
+                "token-embedding rows trained": cfg.train_token_rows, "epochs": cfg.epochs,
+                "batch size": cfg.batch_size * cfg.grad_accum, "learning rate": cfg.lr,
+                "English rehearsal": f"{cfg.rehearsal_ratio:.0%} of items" if cfg.rehearsal_captions else "none",
+                "precision": cfg.precision, "seed": cfg.seed}
+    datasets = [Path(cfg.captions).stem] + ([Path(cfg.rehearsal_captions).stem] if cfg.rehearsal_captions else [])
+    write_model_card(out, base_model=cfg.model, lang=cfg.lang, datasets=datasets, metrics=best_validation(records),
+                     settings=settings, name=cfg.output)
 
 
 def demo(args) -> None:
@@ -150,3 +182,11 @@ def convert_e5(args) -> None:
 
 
 # ANCHOR model tools (issue 9)
+
+
+def init_model(args) -> None:
+    from turkclip.architectures import init_model as build
+
+    build(args.architecture, args.tokenizer, args.output, seed=args.seed)
+    print(f"random-init {args.architecture} written to {args.output} (pass --model {args.output}; its retrieval is chance"
+          " level until trained)")

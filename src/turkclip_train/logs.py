@@ -32,18 +32,22 @@ def plot_curves(runs: dict[str, list[dict]], png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
     for label, records in runs.items():
+        prefix = f"{label}: " if len(runs) > 1 else ""  # one run: its validation curves need no run name
         train = [r for r in records if r["kind"] == "train"]
         val = [r for r in records if r["kind"] == "val"]
         ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=label)
         if val:
             ax_val.plot([r["epoch"] for r in val], [r["text_to_image"]["R@1"] for r in val], marker="o",
-                        label=f"{label}: text→image R@1")
+                        label=f"{prefix}text→image R@1")
             ax_val.plot([r["epoch"] for r in val], [r["mean_recall"] for r in val], marker="s", linestyle="--",
-                        label=f"{label}: mean recall")
+                        label=f"{prefix}mean recall")
     ax_loss.set(xlabel="optimizer step", ylabel="training loss", title="Contrastive loss")
     ax_val.set(xlabel="epoch", ylabel="%", title="Validation retrieval")
+    ax_val.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     for ax in (ax_loss, ax_val):
         ax.grid(alpha=0.3)
         if ax.has_data():

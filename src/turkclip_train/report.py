@@ -24,6 +24,7 @@ def format_table(columns: dict[str, dict], primary: str = "turkish") -> str:
                 m = pick(metrics)[key]
                 row += f"| {m['R@1']:<6.2f} {m['R@5']:<6.2f} {m['R@10']:<6.2f} {m['median_rank']:<6.1f} "
             lines.append(row)
-    n = next(iter(columns.values()))
-    lines.append(f"({n['n_images']} images, {n['n_texts']} captions; R@k in %, medR = median rank)")
+    counts = [f"{pick(next(iter(columns.values())))['n_texts']} {lang}" for lang, pick in langs]
+    n_images = next(iter(columns.values()))["n_images"]
+    lines.append(f"({n_images} images, {' + '.join(counts)} captions; R@k in %, medR = median rank)")
     return "\n".join(lines)

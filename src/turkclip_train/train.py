@@ -37,6 +37,7 @@ from turkclip.errors import TurkclipError
 from turkclip.evaluate import evaluate
 from turkclip.loss import bank_loss, clip_loss, distill_loss
 from turkclip.model import DEFAULT_MODEL, load_clip, save_clip
+from turkclip.processor import save_processor
 from turkclip.text_tower import new_text_tower, swap_text_tower
 
 from . import checkpoint
@@ -272,7 +273,7 @@ def train(cfg: TrainConfig) -> dict:
                     score = -position["global_step"]  # no validation split: the latest adapter is kept
                 if score > position["best"] or val_set is None:
                     position["best"] = score
-                    _save_weights(clip, model, out, full=cfg.lora is None)
+                    _save_weights(clip, model, out, full=cfg.lora is None, lang=cfg.lang)
             accelerator.wait_for_everyone()
             save_checkpoint(epoch + 1, 0)
     bar.close()
@@ -292,6 +293,7 @@ def train(cfg: TrainConfig) -> dict:
 
 
 def _check_output(out: Path, resume: bool) -> None:
+    checkpoint.move_legacy(out)  # a checkpoint.pt from before checkpoint/ existed
     if not resume and (out / checkpoint.FILENAME).exists():
         raise TurkclipError(f"{out} already holds a training run; pass --resume to continue it or choose another --output")
 
@@ -332,12 +334,13 @@ def _token_rows(cfg: TrainConfig, clip, train_set, rehearsal) -> list[int]:
     return sorted(rows)
 
 
-def _save_weights(clip, model, out: Path, full: bool) -> None:
-    """Write the adapter, the text tower (a sentence-transformers folder) or, for full training, the whole model
-    into `out`, file by file atomically."""
+def _save_weights(clip, model, out: Path, full: bool, lang: str = "tr") -> None:
+    """Write the adapter (with the processor that tokenizes as turkclip does), the text tower (a sentence-transformers
+    folder) or, for full training, the whole model into `out`, file by file atomically."""
     tmp = out / ".saving"
     shutil.rmtree(tmp, ignore_errors=True)
     save_clip(clip, tmp, model) if full else model.save_pretrained(tmp)
+    save_processor(clip, tmp, lang)  # CLIPProcessor.from_pretrained(out) tokenizes as turkclip does (not for a tower)
     for f in tmp.iterdir():
         if f.is_dir() and (out / f.name).is_dir():  # a module subfolder (1_Pooling, 2_Dense) of an earlier epoch
             shutil.rmtree(out / f.name)

@@ -53,8 +53,12 @@ class CaptionSet:
             return self
         records = [r for r in self.records if r.split == name]
         if not records:
-            known = ", ".join(f"{k} ({v} images)" for k, v in self.splits().items())
-            raise TurkclipError(f"{self.source}: no split named {name!r}; it has: {known}")
+            splits = {k: v for k, v in self.splits().items() if k != "None"}
+            if not splits:
+                raise TurkclipError(f"{self.source} has no splits; use --split all (train: --train-split all)"
+                                    " to take every image")
+            known = ", ".join(f"{k} ({v} images)" for k, v in splits.items())
+            raise TurkclipError(f"{self.source}: no split named {name!r}; it has: {known} (or --split all for every image)")
         return CaptionSet(records, self.lang, self.source)
 
     def aligned(self, other: "CaptionSet") -> "CaptionSet":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def pretrain(stage: Stage1, seed: int, progress: bool = True) -> Base:
             weight_decay=stage.weight_decay, precision="fp32", seed=seed, resume=True, progress=progress))
     except Interrupted:
         raise Interrupted("interrupted during stage 1; run the same `turkclip demo` again to continue it") from None
-    (folder / checkpoint.FILENAME).unlink()  # done: the optimizer state is no longer needed
+    shutil.rmtree(folder / checkpoint.SUBFOLDER)  # done: the optimizer state is no longer needed
     tmp = done.with_suffix(".tmp")
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, done)  # written last: a half-trained stage 1 is never taken for a finished one
