@@ -121,3 +121,28 @@ def test_every_text_query_goes_through_encode_queries(index, tiny_model, tiny_im
     assert main(["classify", "--model", str(tiny_model), str(tiny_images / "00.jpg"), "--labels", "kedi"]) == 0
     capsys.readouterr()
     assert "deniz kenarı" in seen and "bir kedi fotoğrafı" in seen
+
+
+@pytest.mark.parametrize("command", ["index", "search", "classify", "serve"])
+def test_photo_commands_explain_themselves(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.startswith(f"usage: turkclip {command}")
+
+
+def test_server_side_faiss_index_is_saved_and_reused(index, monkeypatch):
+    pytest.importorskip("faiss", reason="faiss-cpu is not installed (pip install 'turkclip[app]')")
+    from turkclip import search
+    from turkclip.photo_index import open_index
+
+    idx = open_index(index)
+    built = search.open_search(idx, use_faiss=True)
+    assert built.searcher.kind == "faiss-ivf" and (index / f"faiss-ivf-g{idx.generation}.index").is_file()
+    exact = search.open_search(idx, use_faiss=False)
+    assert [h.path for h in built.text("kedi", 5)] == [h.path for h in exact.text("kedi", 5)]  # one list: exhaustive
+
+    def no_build(*a, **k):
+        raise AssertionError("the saved FAISS index was not reused")
+
+    monkeypatch.setattr(search, "build_ivf", no_build)
+    assert search.open_search(idx, use_faiss=True).searcher.kind == "faiss-ivf"

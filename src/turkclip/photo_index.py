@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,9 +192,14 @@ def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progres
     done = len(list(chunks.glob(f"chunk-g{meta['generation']}-*.safetensors"))) if chunks.is_dir() else 0
     bad = []
     bar = tqdm(total=len(todo), desc="indexing photos", unit="photo", disable=None if progress else True)
-    for n, start in enumerate(range(0, len(todo), chunk_size), start=done):
-        part = todo[start : start + chunk_size]
-        pixels, kept, problems = _decode(root, [f.path for f in part], clip.preprocess.size)
+    parts = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
+    # the next chunk is decoded (PIL, threads) while this one is embedded (torch): both cores stay busy
+    prefetch = ThreadPoolExecutor(1)
+    decoding = prefetch.submit(_decode, root, [f.path for f in parts[0]], clip.preprocess.size)
+    for n, part in enumerate(parts, start=done):
+        pixels, kept, problems = decoding.result()
+        if n - done + 1 < len(parts):
+            decoding = prefetch.submit(_decode, root, [f.path for f in parts[n - done + 1]], clip.preprocess.size)
         by_name = {f.path: f for f in part}
         bad_rows = [[name, by_name[name].size, by_name[name].mtime_ns, problem] for name, problem in problems]
         ok = [part[i] for i in kept]
@@ -209,6 +215,7 @@ def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progres
         if _TEST_CHUNK_DELAY:
             time.sleep(_TEST_CHUNK_DELAY)
     bar.close()
+    prefetch.shutdown()
     return bad
 
 

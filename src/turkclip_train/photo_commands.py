@@ -43,7 +43,8 @@ def search(args) -> None:
     if args.k < 1:
         raise TurkclipError(f"-k must be at least 1, not {args.k}")
     idx = open_index(args.index)
-    engine = open_search(idx, args.model, args.adapter, args.tokenizer, _device(args.device))
+    # one query: an exact pass over the gallery is cheaper than building a FAISS index for it
+    engine = open_search(idx, args.model, args.adapter, args.tokenizer, _device(args.device), use_faiss=False)
     if args.image is not None:
         if not Path(args.image).is_file():
             raise TurkclipError(f"image not found: {args.image}")
