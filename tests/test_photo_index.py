@@ -143,3 +143,22 @@ def test_symlinks_leading_out_are_not_indexed(tiny_model, tiny_images, tmp_path)
     (tiny_images / "inner.jpg").symlink_to(tiny_images / "00.jpg")
     idx = _build(tiny_images, tmp_path / "idx", tiny_model).index
     assert "link.jpg" not in idx.paths and "inner.jpg" in idx.paths
+
+
+def test_index_with_an_adapter_records_it_and_uses_it(tiny_model, tiny_images, tmp_path):
+    from turkclip.adapters import LoraSettings, attach_lora
+    from turkclip.model import load_clip
+
+    clip = load_clip(str(tiny_model))
+    lora = attach_lora(clip.model, LoraSettings(r=2, alpha=2, dropout=0.0, targets=("q_proj", "v_proj"), towers="both"))
+    with torch.no_grad():
+        for name, p in lora.named_parameters():
+            if "lora_B" in name:
+                p.normal_()  # a trained adapter: LoRA B starts at zero, which would change nothing
+    lora.save_pretrained(tmp_path / "adapter")
+    plain = _build(tiny_images, tmp_path / "plain", tiny_model).index
+    adapted = build_index(tiny_images, tmp_path / "adapted", str(tiny_model), str(tmp_path / "adapter"), progress=False).index
+    assert adapted.adapter == str((tmp_path / "adapter").resolve())
+    assert not torch.allclose(plain.embeddings, adapted.embeddings, atol=1e-2)
+    with pytest.raises(TurkclipError, match="adapter"):
+        photo_index.check_model(adapted, None, str(tmp_path / "plain"))

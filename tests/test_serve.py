@@ -134,3 +134,13 @@ def test_fifty_concurrent_searches_on_a_real_server(served):
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def test_serve_refuses_a_wrong_model_or_a_folder_that_is_no_index(served, tmp_path, capsys):
+    from turkclip_train.cli import main
+
+    engine, root = served
+    assert main(["serve", str(root / "idx"), "--model", "openai/clip-vit-base-patch32"]) == 1
+    assert "was built with model" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path)]) == 1
+    assert "not a photo index" in capsys.readouterr().err
