@@ -27,10 +27,11 @@ def _photo(path: Path, seed: int, size=(40, 48)) -> Path:
 
 @pytest.fixture
 def photos(tiny_images) -> Path:
-    """12 JPEGs plus a PNG and a GIF in a subfolder, a broken .jpg and a text file."""
+    """12 JPEGs plus a PNG, a GIF, a WebP and a BMP in a subfolder, a broken .jpg and a text file."""
     _photo(tiny_images / "sub" / "deep.png", 100)
     frames = [Image.new("RGB", (30, 30), c) for c in ("red", "blue")]
     frames[0].save(tiny_images / "sub" / "anim.gif", save_all=True, append_images=frames[1:])
+    Image.open(_photo(tiny_images / "sub" / "w.webp", 101)).save(tiny_images / "sub" / "B.BMP")
     (tiny_images / "broken.jpg").write_bytes(b"not a jpeg")
     (tiny_images / "notes.txt").write_text("not a photo")
     return tiny_images
@@ -46,9 +47,9 @@ def test_build_embeds_every_photo_and_reports_unreadable(tiny_model, photos, tmp
 
     report = _build(photos, tmp_path / "idx", tiny_model, chunk_size=5)
     idx = open_index(tmp_path / "idx")
-    assert idx.paths == sorted([f"{i:02d}.jpg" for i in range(12)] + ["sub/anim.gif", "sub/deep.png"])
+    assert idx.paths == sorted([f"{i:02d}.jpg" for i in range(12)] + ["sub/B.BMP", "sub/anim.gif", "sub/deep.png", "sub/w.webp"])
     assert [b[0] for b in report.bad] == ["broken.jpg"] and "unreadable" in report.bad[0][3]
-    assert (report.added, report.changed, report.removed) == (15, 0, 0)
+    assert (report.added, report.changed, report.removed) == (17, 0, 0)
     assert idx.model == str(tiny_model.resolve()) and idx.adapter is None and idx.text_model is None
     assert torch.allclose(idx.embeddings.norm(dim=1), torch.ones(len(idx.paths)), atol=1e-2)
     assert not (tmp_path / "idx" / "chunks").exists()  # folded into the index when the run finished
@@ -72,7 +73,7 @@ def test_update_embeds_only_new_and_changed_and_drops_deleted(tiny_model, photos
     report = _build(photos, tmp_path / "idx")  # no --model: the index's
     after = open_index(tmp_path / "idx")
     assert sorted(decoded) == ["03.jpg", "new/added.jpg"]  # the broken file is remembered, not retried
-    assert (report.added, report.changed, report.removed, report.kept) == (1, 1, 1, 12)
+    assert (report.added, report.changed, report.removed, report.kept) == (1, 1, 1, 14)
     assert "05.jpg" not in after.paths and "new/added.jpg" in after.paths
     assert not torch.allclose(after.embeddings[after.row("03.jpg")], before.embeddings[before.row("03.jpg")])
     assert torch.equal(after.embeddings[after.row("07.jpg")], before.embeddings[before.row("07.jpg")])
@@ -88,7 +89,7 @@ def test_rerun_with_nothing_changed_loads_no_model_and_writes_nothing(tiny_model
 
     monkeypatch.setattr("turkclip.model.load_clip", no_model)
     report = _build(photos, tmp_path / "idx")
-    assert (report.added, report.changed, report.removed, report.kept) == (0, 0, 0, 14)
+    assert (report.added, report.changed, report.removed, report.kept) == (0, 0, 0, 16)
     assert (tmp_path / "idx" / photo_index.INDEX_FILE).stat().st_mtime_ns == stamp
 
 

@@ -66,7 +66,7 @@ class PhotoIndex:
 
 @dataclass
 class IndexReport:
-    index: PhotoIndex
+    index: PhotoIndex | None = None  # the finished index (set when the run ends)
     added: int = 0
     changed: int = 0
     removed: int = 0
@@ -142,7 +142,7 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
     files = scan_photos(root, exclude=output)
     if not files:
         raise TurkclipError(f"no photos ({' '.join(PHOTO_SUFFIXES)}) under {root}")
-    report = IndexReport(index=None)  # type: ignore[arg-type]
+    report = IndexReport()
     entries = {}  # path -> (stamp, embedding) of photos whose embedding is still valid
     for f in files:
         hit = old["entries"].get(f.path)

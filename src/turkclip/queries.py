@@ -33,7 +33,7 @@ def encode_photo(clip: Clip, photo, device: torch.device | str = "cpu", precisio
 
     Decoded by the project's decoder (`load_image`); anything PIL cannot read is a `TurkclipError`.
     """
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     from .data.images import load_image
     from .embed import embed_images
@@ -42,7 +42,8 @@ def encode_photo(clip: Clip, photo, device: torch.device | str = "cpu", precisio
         pixels = torch.from_numpy(load_image(photo, clip.preprocess.size))[None]
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's ways of saying "not an image"
         name = getattr(photo, "name", photo)
-        raise TurkclipError(f"cannot read {name} as an image ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        why = "not a photo format PIL reads" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
+        raise TurkclipError(f"cannot read {name} as an image ({why.splitlines()[0]})") from None
     device = torch.device(device)
     model = clip.model.to(device).eval()
     return F.normalize(embed_images(model, pixels, clip.preprocess, device, precision, progress=False), dim=-1)
