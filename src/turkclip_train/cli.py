@@ -45,6 +45,66 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
                    help="auto: bf16 where the GPU/CPU runs it natively, else fp32")
 
 
+def _index_model_flags(p: argparse.ArgumentParser, builds: bool) -> None:
+    """--model/--adapter for commands on an index: they default to what the index was built with."""
+    default = f"default: {DEFAULT_MODEL} for a new index, else the index's" if builds else "default: the index's"
+    p.add_argument("--model", help=f"base CLIP: hub id or local folder ({default}; another one is refused)")
+    p.add_argument("--adapter", help=f"LoRA adapter folder ({'none for a new index, else the index' if builds else 'the index'}'s)")
+    p.add_argument("--tokenizer", help="tokenizer folder, if the model folder has none")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def _photo_commands(sub) -> None:
+    """index, search, classify, serve: find photos by Turkish text, label them with Turkish words."""
+    i = sub.add_parser("index", help="embed every photo of a folder into a searchable index",
+                       description="Embed every photo under FOLDER (recursive: jpg, jpeg, png, webp, bmp, gif) into"
+                                   " --output. Run it again to bring the index up to date: only new or changed photos"
+                                   " (size or mtime) are embedded, deleted ones are dropped, and an interrupted run"
+                                   " resumes where it stopped. Unreadable files are reported and skipped.")
+    i.add_argument("folder", help="folder of photos")
+    i.add_argument("--output", required=True, help="index folder (created; an existing index is updated)")
+    _index_model_flags(i, builds=True)
+    i.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="auto: bf16 where the GPU/CPU runs it natively, else fp32 (recorded in the index)")
+    i.add_argument("--chunk-size", type=int, default=256, help="photos per saved chunk: at most this much work is"
+                   " lost when a run is killed (default 256)")
+    i.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    s = sub.add_parser("search", help="find photos in an index by Turkish text or by a photo",
+                       description="Rank the index's photos against a text query (text→image) or a photo"
+                                   " (--image, image→image) with the model the index was built with.")
+    s.add_argument("index", help="index folder written by `turkclip index`")
+    s.add_argument("query", nargs="?", help='what to look for, e.g. "kırmızı bir araba"')
+    s.add_argument("--image", help="find photos like this one instead of a text query")
+    s.add_argument("-k", type=int, default=10, help="number of results (default 10)")
+    s.add_argument("--json", action="store_true", help='print [{"path", "score"}, ...] best first, paths relative to the'
+                   " indexed folder")
+    s.add_argument("--lang", default="tr", help="language of the query (tr folds İ/I the Turkish way; default tr)")
+    _index_model_flags(s, builds=False)
+
+    c = sub.add_parser("classify", help="zero-shot: label photos with Turkish words",
+                       description="Score each image against Turkish labels, each put into several Turkish prompt"
+                                   ' templates ("bir {} fotoğrafı", ...) whose embeddings are averaged (prompt'
+                                   " ensembling); prints the top-k labels with probabilities.")
+    _model_flags(c, adapter=True)
+    c.add_argument("images", nargs="+", help="image files")
+    c.add_argument("--labels", help='comma-separated labels, e.g. "kedi,köpek,kuş"')
+    c.add_argument("--labels-file", help="UTF-8 file with one label per line (or comma-separated)")
+    c.add_argument("-k", type=int, default=5, help="labels shown per image (default 5)")
+    c.add_argument("--json", action="store_true", help='print [{"image", "labels": [{"label", "prob"}]}, ...]')
+    c.add_argument("--lang", default="tr", help="language of the labels (default tr)")
+
+    v = sub.add_parser("serve", help="web page: search an index, find similar photos, score captions",
+                       description="A small web app on an index: a search box, a grid of results, similar photos on"
+                                   " click, and an upload form that scores candidate captions for a photo.")
+    v.add_argument("index", help="index folder written by `turkclip index`")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    v.add_argument("--max-upload-mb", type=float, default=10, help="largest accepted upload (default 10 MB)")
+    _index_model_flags(v, builds=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="turkclip", description="Teach CLIP a new language (Turkish first) with LoRA adapters.",
                                      allow_abbrev=False)
@@ -163,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
     # ANCHOR photo commands: index, search, classify, serve (issue 9)
+    _photo_commands(sub)
 
     # ANCHOR model tools: init-model (issue 9)
     i = sub.add_parser("init-model", help="write a CLIP model folder with random weights (e.g. ViT-B/32's architecture)",

@@ -1,0 +1,67 @@
+"""Zero-shot classification with Turkish labels, by prompt ensembling (CLIP paper, section 3.1.4).
+
+Each label is put into several Turkish sentence templates ("bir {} fotoğrafı", ...); the label's
+embedding is the normalised mean of its templates' embeddings, and an image's label
+probabilities are the softmax of CLIP's scaled cosine similarities to those means.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .errors import TurkclipError
+from .model import Clip
+from . import queries  # queries.encode_queries: the one route for text (a swapped text tower plugs in there)
+
+TURKISH_TEMPLATES = (
+    "bir {} fotoğrafı",
+    "{} fotoğrafı",
+    "bir {} resmi",
+    "bir {} görüntüsü",
+    "bir {} görseli",
+    "bu bir {}",
+    "yakından çekilmiş bir {} fotoğrafı",
+    "güzel bir {} fotoğrafı",
+)
+AS_IS = ("{}",)  # captions that are already sentences (the predict/upload page case)
+
+
+def parse_labels(text: str) -> list[str]:
+    """'kedi, köpek,kuş' or one label per line → ['kedi', 'köpek', 'kuş'] (duplicates refused)."""
+    labels = [part.strip() for line in text.splitlines() for part in line.split(",")]
+    labels = [label for label in labels if label]
+    if not labels:
+        raise TurkclipError("give at least one label (comma-separated, or one per line)")
+    dupes = sorted({label for label in labels if labels.count(label) > 1})
+    if dupes:
+        raise TurkclipError(f"label given twice: {', '.join(dupes)}")
+    return labels
+
+
+@torch.inference_mode()
+def label_embeddings(clip: Clip, labels: list[str], templates=TURKISH_TEMPLATES, lang: str = "tr",
+                     device: torch.device | str = "cpu", precision: str = "fp32") -> torch.Tensor:
+    """One unit vector per label: the normalised mean over templates [L, D]."""
+    if not labels:
+        raise TurkclipError("give at least one label")
+    texts = [t.format(label) for label in labels for t in templates]
+    emb = queries.encode_queries(clip, texts, lang, device, precision).view(len(labels), len(templates), -1)
+    return F.normalize(emb.mean(1), dim=-1)
+
+
+@torch.inference_mode()
+def classify(clip: Clip, images: list, labels: list[str], templates=TURKISH_TEMPLATES, lang: str = "tr",
+             device: torch.device | str = "cpu", precision: str = "fp32") -> list[list[tuple[str, float]]]:
+    """For each image (a path or an open binary file): [(label, probability)], most likely first."""
+    targets = label_embeddings(clip, labels, templates, lang, device, precision)
+    scale = clip.model.logit_scale.exp().float().cpu()
+    results = []
+    for image in images:
+        if isinstance(image, (str, Path)) and not Path(image).is_file():
+            raise TurkclipError(f"image not found: {image}")
+        probs = (scale * queries.encode_photo(clip, image, device, precision) @ targets.t()).softmax(-1)[0]
+        results.append(sorted(zip(labels, probs.tolist()), key=lambda lp: -lp[1]))
+    return results

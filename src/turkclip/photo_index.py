@@ -1,0 +1,306 @@
+"""A photo index: one unit-length embedding per photo of a folder, built, updated and opened.
+
+Layout of an index folder:
+
+    photo-index.safetensors   the index: "embeddings" float16 [N, D] (unit length), the photos'
+                              paths ("paths": NUL-separated UTF-8), "sizes" and "mtimes" (int64),
+                              and JSON metadata: folder, model, adapter, text_model, generation,
+                              unreadable files
+    chunks/                   while `build_index` runs: embeddings of the photos done so far,
+                              a chunk file per `chunk_size` photos, each written atomically
+
+A run killed at any moment (even SIGKILL) loses at most the chunk it was embedding: the next
+run reads the finished chunks and embeds only what is missing. When a run finishes, the chunks
+are folded into a new `photo-index.safetensors` (atomically; its `generation` goes up by one,
+so chunks left from an older generation are never mixed in) and deleted. Updating is
+incremental: photos whose size and mtime are unchanged keep their embedding, new and changed
+ones are embedded, deleted ones are dropped.
+
+float16 on disk halves the size (1 KiB per photo at D=512) and costs nothing measurable in
+ranking; `open_index` returns float32 for search.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from tqdm.auto import tqdm
+
+from . import cache
+from .data.images import load_images
+from .errors import TurkclipError
+from .photo_files import PHOTO_SUFFIXES, PhotoFile, scan_photos
+
+INDEX_FILE = "photo-index.safetensors"
+VERSION = 1
+_TEST_CHUNK_DELAY = float(os.environ.get("TURKCLIP_TEST_INDEX_DELAY", "0"))  # tests: time to SIGKILL mid-run
+
+
+@dataclass
+class PhotoIndex:
+    root: Path  # the indexed folder
+    paths: list[str]  # relative to root, sorted
+    embeddings: torch.Tensor  # float32 [N, D], unit length
+    model: str
+    adapter: str | None
+    text_model: str | None  # a swapped text tower, if queries use one (None: the model's own)
+    tokenizer: str | None  # --tokenizer it was built with, if the model folder has none
+    precision: str
+    generation: int
+    folder: Path  # the index folder
+    bad: list[list] = field(default_factory=list)  # [path, size, mtime_ns, problem]
+
+    def row(self, path: str) -> int | None:
+        if not hasattr(self, "_rows"):
+            self._rows = {p: i for i, p in enumerate(self.paths)}
+        return self._rows.get(path)
+
+
+@dataclass
+class IndexReport:
+    index: PhotoIndex | None = None  # the finished index (set when the run ends)
+    added: int = 0
+    changed: int = 0
+    removed: int = 0
+    kept: int = 0
+    resumed: int = 0  # embeddings found in chunks of an interrupted run
+    bad: list[list] = field(default_factory=list)  # unreadable files: [path, size, mtime_ns, problem]
+    seconds: float = 0.0
+
+
+def model_id(name: str | None) -> str | None:
+    """How a model or adapter is recorded: a local folder as its absolute path, a hub id as is."""
+    if name is None:
+        return None
+    path = Path(name).expanduser()
+    return str(path.resolve()) if path.exists() else name
+
+
+def check_model(index: PhotoIndex, model: str | None, adapter: str | None) -> None:
+    """Refuse to mix embeddings of two models in one index or one search."""
+    if model is not None and model_id(model) != index.model:
+        raise TurkclipError(f"index {index.folder} was built with model {index.model}, not {model}: search it with"
+                            " that model (leave out --model), or index the folder again into a new --output")
+    if adapter is not None and model_id(adapter) != index.adapter:
+        raise TurkclipError(f"index {index.folder} was built with adapter {index.adapter}, not {adapter}: leave out"
+                            " --adapter, or index the folder again into a new --output")
+
+
+def open_index(folder: str | Path) -> PhotoIndex:
+    """Read a finished index (what `search` and `serve` use)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise TurkclipError(f"index folder not found: {folder}")
+    if not (folder / INDEX_FILE).is_file():
+        if (folder / "chunks").is_dir():
+            raise TurkclipError(f"index {folder} is unfinished (its indexing run was interrupted): run"
+                                " `turkclip index` on the photo folder again to finish it")
+        raise TurkclipError(f"{folder} is not a photo index: it has no {INDEX_FILE} (make one with `turkclip index`)")
+    tensors, meta = _read(folder / INDEX_FILE)
+    if meta.get("format") != "turkclip-photo-index" or meta.get("version") != VERSION:
+        raise TurkclipError(f"{folder / INDEX_FILE} is not a turkclip photo index (version {VERSION})")
+    paths = _unpack_paths(tensors["paths"])
+    return PhotoIndex(root=Path(meta["root"]), paths=paths, embeddings=tensors["embeddings"].float(),
+                      model=meta["model"], adapter=meta["adapter"], text_model=meta.get("text_model"),
+                      tokenizer=meta.get("tokenizer"), precision=meta["precision"], generation=meta["generation"],
+                      folder=folder, bad=meta["bad"])
+
+
+def build_index(photos: str | Path, output: str | Path, model: str | None = None, adapter: str | None = None,
+                tokenizer: str | None = None, device: torch.device | str = "cpu", precision: str = "fp32",
+                chunk_size: int = 256, progress: bool = True) -> IndexReport:
+    """Index every photo under `photos` into `output`, or bring an existing index up to date."""
+    start = time.perf_counter()
+    root, output = Path(photos), Path(output)
+    if not root.is_dir():
+        raise TurkclipError(f"photo folder not found: {root}")
+    root = root.resolve()
+    old = _read_state(output)  # what the folder already holds, from earlier (maybe interrupted) runs
+    if old["root"] is not None and Path(old["root"]) != root:
+        raise TurkclipError(f"{output} indexes {old['root']}, not {root}: choose another --output")
+    name = model_id(model) or old["model"]
+    if old["model"] is not None and (name != old["model"] or model_id(adapter) not in (None, old["adapter"])):
+        raise TurkclipError(f"{output} was built with model {old['model']} (adapter {old['adapter']}); re-index it"
+                            " with the same model (leave out --model/--adapter) or choose another --output")
+    from .model import DEFAULT_MODEL
+
+    fresh = old["model"] is None
+    meta = {"format": "turkclip-photo-index", "version": VERSION, "root": str(root), "model": name or DEFAULT_MODEL,
+            "adapter": model_id(adapter) if fresh else old["adapter"],
+            "tokenizer": model_id(tokenizer) if fresh else old["tokenizer"],
+            "text_model": None,  # the text-tower route (issue 8) records its text tower here
+            "precision": precision if fresh else old["precision"], "generation": old["generation"]}
+
+    files = scan_photos(root, exclude=output)
+    if not files:
+        raise TurkclipError(f"no photos ({' '.join(PHOTO_SUFFIXES)}) under {root}")
+    report = IndexReport()
+    entries = {}  # path -> (stamp, embedding) of photos whose embedding is still valid
+    for f in files:
+        hit = old["entries"].get(f.path)
+        if hit is not None and hit[0] == f.stamp:
+            entries[f.path] = hit
+    report.resumed = sum(1 for p in entries if p in old["pending"])
+    report.kept = len(entries) - report.resumed
+    present = {f.path for f in files}
+    report.removed = len([p for p in old["indexed"] if p not in present])
+    stamps = {f.path: f.stamp for f in files}
+    known_bad = {b[0]: b for b in old["bad"] if (b[1], b[2]) == stamps.get(b[0])}
+    todo = [f for f in files if f.path not in entries and f.path not in known_bad]
+    report.added = sum(1 for f in todo if f.path not in old["indexed"])
+    report.changed = len(todo) - report.added
+    bad = list(known_bad.values())
+
+    if todo:
+        bad += _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress)
+    report.bad = sorted(bad)
+    rows = [p for p in sorted(entries) if p in present]
+    if not rows:
+        raise TurkclipError(f"none of the {len(files)} photos under {root} could be read"
+                            f" (first: {bad[0][0]}: {bad[0][3]})")
+    unchanged = (not todo and not report.removed and not old["pending"] and old["generation"] > 0
+                 and len(bad) == len(old["bad"]))
+    if not unchanged:
+        meta["generation"] += 1
+        meta["bad"] = report.bad
+        _write_index(output, rows, entries, meta)
+    report.index = open_index(output)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress) -> list[list]:
+    """Embed `todo` a chunk at a time, saving each chunk before the next; returns the unreadable files."""
+    from .adapters import load_adapter
+    from .embed import embed_images
+    from .model import load_clip
+
+    clip = load_clip(meta["model"], meta["tokenizer"])
+    if meta["adapter"]:
+        clip.model = load_adapter(clip.model, meta["adapter"])
+    device = torch.device(device)
+    clip.model.to(device).eval()
+    chunks = output / "chunks"
+    done = len(list(chunks.glob(f"chunk-g{meta['generation']}-*.safetensors"))) if chunks.is_dir() else 0
+    bad = []
+    bar = tqdm(total=len(todo), desc="indexing photos", unit="photo", disable=None if progress else True)
+    parts = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
+    # the next chunk is decoded (PIL, threads) while this one is embedded (torch): both cores stay busy
+    prefetch = ThreadPoolExecutor(1)
+    decoding = prefetch.submit(_decode, root, [f.path for f in parts[0]], clip.preprocess.size)
+    for n, part in enumerate(parts, start=done):
+        pixels, kept, problems = decoding.result()
+        if n - done + 1 < len(parts):
+            decoding = prefetch.submit(_decode, root, [f.path for f in parts[n - done + 1]], clip.preprocess.size)
+        by_name = {f.path: f for f in part}
+        bad_rows = [[name, by_name[name].size, by_name[name].mtime_ns, problem] for name, problem in problems]
+        ok = [part[i] for i in kept]
+        emb = torch.zeros(0, 0, dtype=torch.float16)
+        if ok:
+            emb = F.normalize(embed_images(clip.model, pixels, clip.preprocess, device, meta["precision"],
+                                           progress=False), dim=-1).half()
+        _save_chunk(chunks, f"g{meta['generation']}-{n:06d}", ok, emb, bad_rows, meta)
+        for f, e in zip(ok, emb):
+            entries[f.path] = (f.stamp, e)
+        bad += bad_rows
+        bar.update(len(part))
+        if _TEST_CHUNK_DELAY:
+            time.sleep(_TEST_CHUNK_DELAY)
+    bar.close()
+    prefetch.shutdown()
+    return bad
+
+
+def _decode(root: Path, names: list[str], size: int):
+    """The project's decoder on one chunk: (pixels, indices that loaded, [(name, problem)])."""
+    try:
+        return load_images(root, names, size, workers=min(4, os.cpu_count() or 1))
+    except TurkclipError:  # not one file of this chunk could be read: ask file by file for the reasons
+        problems = []
+        for name in names:
+            try:
+                load_images(root, [name], size, workers=1)
+            except TurkclipError as e:
+                problems.append((name, str(e).rsplit(": ", 1)[-1].rstrip(")")))
+        return None, [], problems
+
+
+# ---- reading and writing the files -------------------------------------------------------------
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    try:
+        with safe_open(path, "pt") as f:
+            meta = json.loads((f.metadata() or {}).get("turkclip", "{}"))
+            return {k: f.get_tensor(k) for k in f.keys()}, meta
+    except Exception as e:  # a damaged file: safetensors and json raise several types
+        raise TurkclipError(f"{path} is damaged ({str(e).splitlines()[0]}); delete the index folder and index again") from None
+
+
+def _pack_paths(paths: list[str]) -> torch.Tensor:
+    return torch.frombuffer(bytearray("\0".join(paths).encode("utf-8")) or bytearray(1), dtype=torch.uint8)
+
+
+def _unpack_paths(packed: torch.Tensor) -> list[str]:
+    text = bytes(packed.numpy()).decode("utf-8")
+    return text.split("\0") if text.strip("\0") else []
+
+
+def _save_chunk(chunks: Path, key: str, ok: list[PhotoFile], emb: torch.Tensor, bad_rows: list, meta: dict) -> None:
+    tensors = {"embeddings": emb, "paths": _pack_paths([f.path for f in ok]),
+               "sizes": torch.tensor([f.size for f in ok], dtype=torch.int64),
+               "mtimes": torch.tensor([f.mtime_ns for f in ok], dtype=torch.int64)}
+    cache.save(chunks, "chunk", key, tensors, dict(meta, bad=bad_rows))
+
+
+def _write_index(output: Path, rows: list[str], entries: dict, meta: dict) -> None:
+    tensors = {"embeddings": torch.stack([entries[p][1] for p in rows]).half(), "paths": _pack_paths(rows),
+               "sizes": torch.tensor([entries[p][0][0] for p in rows], dtype=torch.int64),
+               "mtimes": torch.tensor([entries[p][0][1] for p in rows], dtype=torch.int64)}
+    cache.save(output, "photo", "index", tensors, meta)  # atomic: the old index or the new one, never half
+    for chunk in (output / "chunks").glob("*.safetensors") if (output / "chunks").is_dir() else []:
+        chunk.unlink()
+    if (output / "chunks").is_dir():
+        (output / "chunks").rmdir()
+
+
+def _read_state(output: Path) -> dict:
+    """Everything an update starts from: the finished index (if any) plus chunks of an interrupted run."""
+    state = {"root": None, "model": None, "adapter": None, "tokenizer": None, "precision": None, "generation": 0,
+             "entries": {}, "indexed": set(), "pending": set(), "bad": []}
+    if output.exists() and not output.is_dir():
+        raise TurkclipError(f"--output {output} is a file, not an index folder")
+    if not output.is_dir():
+        return state
+    if (output / INDEX_FILE).is_file():
+        index = open_index(output)
+        state.update(root=str(index.root), model=index.model, adapter=index.adapter, tokenizer=index.tokenizer,
+                     precision=index.precision,
+                     generation=index.generation, bad=list(index.bad), indexed=set(index.paths))
+        tensors, _ = _read(output / INDEX_FILE)
+        _add_entries(state["entries"], tensors)
+    elif any(p.name != "chunks" for p in output.iterdir()):
+        raise TurkclipError(f"--output {output} is a folder that is not a photo index: choose an empty or new folder")
+    chunks = sorted((output / "chunks").glob(f"chunk-g{state['generation']}-*.safetensors")) \
+        if (output / "chunks").is_dir() else []
+    for chunk in chunks:
+        tensors, meta = _read(chunk)
+        if state["model"] is None:
+            state.update({k: meta[k] for k in ("root", "model", "adapter", "tokenizer", "precision")})
+        state["pending"] |= set(_add_entries(state["entries"], tensors))
+        state["bad"] = [b for b in state["bad"] if b[0] not in state["pending"]] + meta["bad"]
+    return state
+
+
+def _add_entries(entries: dict, tensors: dict) -> list[str]:
+    paths = _unpack_paths(tensors["paths"])
+    for p, size, mtime, emb in zip(paths, tensors["sizes"].tolist(), tensors["mtimes"].tolist(), tensors["embeddings"]):
+        entries[p] = ((size, mtime), emb)
+    return paths

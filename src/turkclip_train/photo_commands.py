@@ -1,0 +1,111 @@
+"""`turkclip index | search | classify | serve`: what each photo subcommand does, given its flags."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from turkclip.embed import resolve_precision
+from turkclip.errors import TurkclipError
+
+
+def _device(flag: str | None) -> torch.device:
+    return torch.device(flag or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def index(args) -> None:
+    from turkclip.photo_index import build_index
+
+    if args.chunk_size < 1:
+        raise TurkclipError(f"--chunk-size must be at least 1, not {args.chunk_size}")
+    device = _device(args.device)
+    report = build_index(args.folder, args.output, args.model, args.adapter, args.tokenizer, device,
+                         resolve_precision(args.precision, device), args.chunk_size, progress=not args.no_progress)
+    for path, _size, _mtime, problem in report.bad:
+        print(f"skipped {path}: {problem}")
+    idx = report.index
+    print(f"{args.output}: {len(idx.paths)} photos ({report.added} new, {report.changed} changed, {report.removed}"
+          f" removed, {report.kept} unchanged" + (f", {report.resumed} from an interrupted run" if report.resumed else "")
+          + f"; {len(report.bad)} unreadable) with {idx.model}" + (f" + {idx.adapter}" if idx.adapter else "")
+          + f" in {report.seconds:.1f} s")
+
+
+def search(args) -> None:
+    from turkclip.photo_index import open_index
+    from turkclip.search import open_search
+
+    if (args.query is None) == (args.image is None):
+        raise TurkclipError("give a text query or --image PHOTO (one of the two)")
+    if args.query is not None and not args.query.strip():
+        raise TurkclipError("the query is empty: type a few words to search for")
+    if args.k < 1:
+        raise TurkclipError(f"-k must be at least 1, not {args.k}")
+    idx = open_index(args.index)
+    # one query: an exact pass over the gallery is cheaper than building a FAISS index for it
+    engine = open_search(idx, args.model, args.adapter, args.tokenizer, _device(args.device), use_faiss=False)
+    if args.image is not None:
+        if not Path(args.image).is_file():
+            raise TurkclipError(f"image not found: {args.image}")
+        hits = engine.photo(args.image, args.k)
+    else:
+        hits = engine.text(args.query, args.k, args.lang)
+    if args.json:
+        print(json.dumps([h.as_dict() for h in hits], ensure_ascii=False))
+        return
+    for h in hits:
+        print(f"{h.score:7.4f}  {h.path}")
+
+
+def classify(args) -> None:
+    from turkclip.adapters import load_adapter
+    from turkclip.classify import classify as classify_images, parse_labels
+    from turkclip.model import load_clip
+
+    if (args.labels is None) == (args.labels_file is None):
+        raise TurkclipError("give --labels \"kedi,köpek,kuş\" or --labels-file FILE (one of the two)")
+    if args.labels_file is not None:
+        try:
+            text = Path(args.labels_file).read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise TurkclipError(f"labels file not found: {args.labels_file}") from None
+        except UnicodeDecodeError:
+            raise TurkclipError(f"{args.labels_file} is not UTF-8 text") from None
+    else:
+        text = args.labels
+    labels = parse_labels(text)
+    if args.k < 1:
+        raise TurkclipError(f"-k must be at least 1, not {args.k}")
+    missing = [p for p in args.images if not Path(p).is_file()]
+    if missing:
+        raise TurkclipError(f"image not found: {missing[0]}")
+    clip = load_clip(args.model, args.tokenizer)
+    if args.adapter:
+        clip.model = load_adapter(clip.model, args.adapter)
+    results = classify_images(clip, args.images, labels, lang=args.lang, device=_device(args.device))
+    if args.json:
+        print(json.dumps([{"image": image, "labels": [{"label": label, "prob": round(p, 6)} for label, p in ranked[: args.k]]}
+                          for image, ranked in zip(args.images, results)], ensure_ascii=False))
+        return
+    for image, ranked in zip(args.images, results):
+        print(image)
+        for label, p in ranked[: args.k]:
+            print(f"  {p:7.2%}  {label}")
+
+
+def serve(args) -> None:
+    from turkclip.photo_index import open_index
+    from turkclip.search import open_search
+
+    try:
+        import uvicorn
+
+        from .serve.app import create_app
+    except ImportError as e:
+        raise TurkclipError(f"`turkclip serve` needs the web extras: pip install 'turkclip[app]' ({e.name} is missing)") from None
+    engine = open_search(open_index(args.index), args.model, args.adapter, args.tokenizer, _device(args.device))
+    app = create_app(engine, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
+    print(f"serving {len(engine.index.paths)} photos of {engine.index.root} on http://{args.host}:{args.port}"
+          " (Ctrl-C stops)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

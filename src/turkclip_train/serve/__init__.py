@@ -1,0 +1,1 @@
+"""`turkclip serve`: a small web app over a photo index (FastAPI + one static page)."""
