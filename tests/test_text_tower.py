@@ -200,3 +200,35 @@ def test_bad_text_models_are_one_line_errors(tiny_model, tiny_encoder, tiny_imag
     assert "--compare" in _one_line(
         capsys, "evaluate", "--model", str(tiny_model), "--text-model", str(tiny_encoder), "--adapter", str(tmp_path),
         "--captions", str(tr), "--images", str(tiny_images), "--split", "val")
+
+
+def test_photo_index_searches_and_classifies_through_a_text_tower(tiny_model, tiny_encoder, tiny_images, tmp_path):
+    from turkclip.classify import classify
+    from turkclip.errors import TurkclipError
+    from turkclip.model import load_clip
+    from turkclip.photo_index import build_index, open_index
+    from turkclip.queries import encode_queries
+    from turkclip.search import open_search
+
+    _, swapped = _tower_clip(tiny_model, tiny_encoder, "head")
+    tower = tmp_path / "tower"
+    swapped.model.save_pretrained(tower)
+    report = build_index(tiny_images, tmp_path / "index", str(tiny_model), text_model=str(tower), progress=False)
+    assert report.index.text_model == str(tower.resolve())
+
+    engine = open_search(open_index(tmp_path / "index"))  # the recorded tower is used without being named again
+    hits = engine.text("kırmızı bir araba", k=3)
+    clip = load_clip(str(tiny_model), text_model=str(tower))
+    query = torch.nn.functional.normalize(encode_queries(clip, ["kırmızı bir araba"], "tr", torch.device("cpu"), "fp32"),
+                                          dim=-1)
+    expected = (report.index.embeddings @ query[0]).topk(3)
+    assert [h.path for h in hits] == [report.index.paths[i] for i in expected.indices.tolist()]
+    assert [h.score for h in hits] == pytest.approx(expected.values.tolist(), abs=1e-3)
+    ranked = classify(clip, [tiny_images / "00.jpg"], ["kedi", "köpek"], lang="tr", device="cpu")
+    assert sum(p for _, p in ranked[0]) == pytest.approx(1.0, abs=1e-4)
+
+    # an index built for an adapter holds that adapter's photo embeddings: a text tower may not search it
+    from dataclasses import replace
+
+    with pytest.raises(TurkclipError, match="built with adapter"):
+        open_search(replace(open_index(tmp_path / "index"), adapter="/some/adapter"), text_model=str(tower))

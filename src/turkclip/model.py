@@ -35,12 +35,16 @@ class Clip:
     name: str  # hub id or folder it came from
 
 
-def load_clip(name: str = DEFAULT_MODEL, tokenizer: str | None = None, text_model: str | None = None) -> Clip:
+def load_clip(name: str = DEFAULT_MODEL, tokenizer: str | None = None, text_model: str | None = None,
+              adapter: str | None = None) -> Clip:
     """Load base weights (fp32), tokenizer and preprocessing settings for `name`.
 
-    `text_model`: a text tower folder written by `turkclip train --text-model` (aligned to this base):
+    The two roads to a new language, one at a time: `adapter`, a LoRA adapter folder (`turkclip train`),
+    or `text_model`, a text tower folder written by `turkclip train --text-model` (aligned to this base):
     captions then go through it instead of CLIP's own text tower.
     """
+    if adapter and text_model:
+        raise TurkclipError("give --adapter or --text-model, not both (two roads to the same goal)")
     _check_source(name)
     local = offline_kwargs(name)
     try:  # safetensors only: a pickled pytorch_model.bin from a user's folder is never loaded
@@ -65,6 +69,10 @@ def load_clip(name: str = DEFAULT_MODEL, tokenizer: str | None = None, text_mode
 
         tower, alignment = load_text_tower(text_model)
         clip = swap_text_tower(clip, tower, alignment, source=text_model)
+    if adapter:
+        from .adapters import load_adapter
+
+        clip.model = load_adapter(clip.model, adapter)
     return clip
 
 

@@ -84,8 +84,12 @@ def model_id(name: str | None) -> str | None:
     return str(path.resolve()) if path.exists() else name
 
 
-def check_model(index: PhotoIndex, model: str | None, adapter: str | None) -> None:
-    """Refuse to mix embeddings of two models in one index or one search."""
+def check_model(index: PhotoIndex, model: str | None, adapter: str | None, text_model: str | None = None) -> None:
+    """Refuse to mix embeddings of two models in one index or one search. (A text tower only changes the queries:
+    any tower aligned to the index's model may search it; `swap_text_tower` checks the alignment.)"""
+    if text_model is not None and index.adapter:
+        raise TurkclipError(f"index {index.folder} was built with adapter {index.adapter}: its photos are embedded for"
+                            " that adapter, not for a --text-model; index the folder again into a new --output")
     if model is not None and model_id(model) != index.model:
         raise TurkclipError(f"index {index.folder} was built with model {index.model}, not {model}: search it with"
                             " that model (leave out --model), or index the folder again into a new --output")
@@ -116,7 +120,7 @@ def open_index(folder: str | Path) -> PhotoIndex:
 
 def build_index(photos: str | Path, output: str | Path, model: str | None = None, adapter: str | None = None,
                 tokenizer: str | None = None, device: torch.device | str = "cpu", precision: str = "fp32",
-                chunk_size: int = 256, progress: bool = True) -> IndexReport:
+                chunk_size: int = 256, progress: bool = True, text_model: str | None = None) -> IndexReport:
     """Index every photo under `photos` into `output`, or bring an existing index up to date."""
     start = time.perf_counter()
     root, output = Path(photos), Path(output)
@@ -127,6 +131,8 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
     if old["root"] is not None and Path(old["root"]) != root:
         raise TurkclipError(f"{output} indexes {old['root']}, not {root}: choose another --output")
     name = model_id(model) or old["model"]
+    if adapter and text_model:
+        raise TurkclipError("give --adapter or --text-model, not both (two roads to the same goal)")
     if old["model"] is not None and (name != old["model"] or model_id(adapter) not in (None, old["adapter"])):
         raise TurkclipError(f"{output} was built with model {old['model']} (adapter {old['adapter']}); re-index it"
                             " with the same model (leave out --model/--adapter) or choose another --output")
@@ -136,7 +142,8 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
     meta = {"format": "turkclip-photo-index", "version": VERSION, "root": str(root), "model": name or DEFAULT_MODEL,
             "adapter": model_id(adapter) if fresh else old["adapter"],
             "tokenizer": model_id(tokenizer) if fresh else old["tokenizer"],
-            "text_model": None,  # the text-tower route (issue 8) records its text tower here
+            # the text tower that queries go through (photos are embedded by the base's image tower either way)
+            "text_model": model_id(text_model) if text_model else old.get("text_model"),
             "precision": precision if fresh else old["precision"], "generation": old["generation"]}
 
     files = scan_photos(root, exclude=output)
@@ -179,13 +186,10 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
 
 def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress) -> list[list]:
     """Embed `todo` a chunk at a time, saving each chunk before the next; returns the unreadable files."""
-    from .adapters import load_adapter
     from .embed import embed_images
     from .model import load_clip
 
-    clip = load_clip(meta["model"], meta["tokenizer"])
-    if meta["adapter"]:
-        clip.model = load_adapter(clip.model, meta["adapter"])
+    clip = load_clip(meta["model"], meta["tokenizer"], adapter=meta["adapter"])
     device = torch.device(device)
     clip.model.to(device).eval()
     chunks = output / "chunks"

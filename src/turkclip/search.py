@@ -175,18 +175,16 @@ class PhotoSearch:
 
 def open_search(index: PhotoIndex, model: str | None = None, adapter: str | None = None,
                 tokenizer: str | None = None, device: torch.device | str = "cpu",
-                use_faiss: bool | None = None) -> PhotoSearch:
+                use_faiss: bool | None = None, text_model: str | None = None) -> PhotoSearch:
     """Load the model `index` was built with (refusing another one) and get ready to search.
 
     use_faiss: None = from FAISS_FROM photos on (a server answering many queries); False for a
     single query, where building the FAISS index would cost more than one exact pass."""
-    from .adapters import load_adapter
     from .model import load_clip
 
-    check_model(index, model, adapter)
-    clip = load_clip(index.model, tokenizer or index.tokenizer)
-    if index.adapter:
-        clip.model = load_adapter(clip.model, index.adapter)
+    check_model(index, model, adapter, text_model)
+    clip = load_clip(index.model, tokenizer or index.tokenizer, adapter=index.adapter,
+                     text_model=text_model or index.text_model)
     clip.model.eval()
     width = clip.model.config.projection_dim if hasattr(clip.model.config, "projection_dim") else None
     if width is not None and index.embeddings.shape[1] != width:

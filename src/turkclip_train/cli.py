@@ -50,6 +50,9 @@ def _index_model_flags(p: argparse.ArgumentParser, builds: bool) -> None:
     default = f"default: {DEFAULT_MODEL} for a new index, else the index's" if builds else "default: the index's"
     p.add_argument("--model", help=f"base CLIP: hub id or local folder ({default}; another one is refused)")
     p.add_argument("--adapter", help=f"LoRA adapter folder ({'none for a new index, else the index' if builds else 'the index'}'s)")
+    p.add_argument("--text-model", help="text tower folder (`turkclip train --text-model`) that queries go through"
+                   f" ({'none for a new index, else the index' if builds else 'the index'}'s); photos stay embedded by"
+                   " the base, so any tower aligned to it may search the index")
     p.add_argument("--tokenizer", help="tokenizer folder, if the model folder has none")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")

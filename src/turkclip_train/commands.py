@@ -111,11 +111,7 @@ def evaluate(args) -> None:
 
 
 def predict(args) -> None:
-    if args.adapter and args.text_model:
-        raise TurkclipError("give --adapter or --text-model, not both (two roads to the same goal)")
-    clip = load_clip(args.model, args.tokenizer, text_model=args.text_model)
-    if args.adapter:
-        clip.model = load_adapter(clip.model, args.adapter)
+    clip = load_clip(args.model, args.tokenizer, text_model=args.text_model, adapter=args.adapter)
     probs = predict_probs(clip, args.image, args.captions, args.lang, _device(args.device))
     width = max(len(c) for c in args.captions)
     for caption, p in sorted(zip(args.captions, probs), key=lambda cp: -cp[1]):

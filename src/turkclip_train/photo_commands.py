@@ -22,13 +22,15 @@ def index(args) -> None:
         raise TurkclipError(f"--chunk-size must be at least 1, not {args.chunk_size}")
     device = _device(args.device)
     report = build_index(args.folder, args.output, args.model, args.adapter, args.tokenizer, device,
-                         resolve_precision(args.precision, device), args.chunk_size, progress=not args.no_progress)
+                         resolve_precision(args.precision, device), args.chunk_size, progress=not args.no_progress,
+                         text_model=args.text_model)
     for path, _size, _mtime, problem in report.bad:
         print(f"skipped {path}: {problem}")
     idx = report.index
     print(f"{args.output}: {len(idx.paths)} photos ({report.added} new, {report.changed} changed, {report.removed}"
           f" removed, {report.kept} unchanged" + (f", {report.resumed} from an interrupted run" if report.resumed else "")
           + f"; {len(report.bad)} unreadable) with {idx.model}" + (f" + {idx.adapter}" if idx.adapter else "")
+          + (f" (queries through the text tower {idx.text_model})" if idx.text_model else "")
           + f" in {report.seconds:.1f} s")
 
 
@@ -44,7 +46,8 @@ def search(args) -> None:
         raise TurkclipError(f"-k must be at least 1, not {args.k}")
     idx = open_index(args.index)
     # one query: an exact pass over the gallery is cheaper than building a FAISS index for it
-    engine = open_search(idx, args.model, args.adapter, args.tokenizer, _device(args.device), use_faiss=False)
+    engine = open_search(idx, args.model, args.adapter, args.tokenizer, _device(args.device), use_faiss=False,
+                         text_model=args.text_model)
     if args.image is not None:
         if not Path(args.image).is_file():
             raise TurkclipError(f"image not found: {args.image}")
@@ -59,7 +62,6 @@ def search(args) -> None:
 
 
 def classify(args) -> None:
-    from turkclip.adapters import load_adapter
     from turkclip.classify import classify as classify_images, parse_labels
     from turkclip.model import load_clip
 
@@ -80,9 +82,7 @@ def classify(args) -> None:
     missing = [p for p in args.images if not Path(p).is_file()]
     if missing:
         raise TurkclipError(f"image not found: {missing[0]}")
-    clip = load_clip(args.model, args.tokenizer)
-    if args.adapter:
-        clip.model = load_adapter(clip.model, args.adapter)
+    clip = load_clip(args.model, args.tokenizer, text_model=args.text_model, adapter=args.adapter)
     results = classify_images(clip, args.images, labels, lang=args.lang, device=_device(args.device))
     if args.json:
         print(json.dumps([{"image": image, "labels": [{"label": label, "prob": round(p, 6)} for label, p in ranked[: args.k]]}
@@ -104,7 +104,8 @@ def serve(args) -> None:
         from .serve.app import create_app
     except ImportError as e:
         raise TurkclipError(f"`turkclip serve` needs the web extras: pip install 'turkclip[app]' ({e.name} is missing)") from None
-    engine = open_search(open_index(args.index), args.model, args.adapter, args.tokenizer, _device(args.device))
+    engine = open_search(open_index(args.index), args.model, args.adapter, args.tokenizer, _device(args.device),
+                         text_model=args.text_model)
     app = create_app(engine, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     print(f"serving {len(engine.index.paths)} photos of {engine.index.root} on http://{args.host}:{args.port}"
           " (Ctrl-C stops)")
