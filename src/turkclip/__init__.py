@@ -1,25 +1,38 @@
-"""turkclip: teach CLIP a new language with LoRA adapters.
+"""turkclip: teach CLIP a new language with LoRA adapters — or a swapped pretrained text tower.
 
 The library: data readers, model loading, the two roads to a new language (LoRA adapters on
-CLIP's own text tower, or a swapped pretrained text tower), loss, metrics, evaluation and
-prediction. The command-line tool and the training loop live in `turkclip_train`.
+CLIP's own text tower, or a swapped pretrained text tower), loss, metrics, evaluation,
+prediction, and photo search. The command-line tool and the training loop live in `turkclip_train`.
+
+Names are imported on first use (PEP 562): `import turkclip` is instant, and a command that
+needs only part of the library (e.g. `turkclip index` with nothing new to embed) does not pay
+for transformers and PEFT.
 """
 
-from .adapters import LoraSettings, attach_lora, load_adapter
-from .data.captions import CaptionSet, read_captions
-from .data.dataset import ImageTextSet, load_image_text_set
-from .errors import TurkclipError
-from .evaluate import evaluate
-from .loss import bank_loss, clip_loss
-from .metrics import retrieval_metrics
-from .model import DEFAULT_MODEL, Clip, load_clip, save_clip
-from .predict import predict
-from .text_tower import SwappedClip, TextTower, load_text_tower, new_text_tower, swap_text_tower
+from importlib import import_module
 
-__all__ = [
-    "DEFAULT_MODEL", "CaptionSet", "Clip", "ImageTextSet", "LoraSettings", "TurkclipError", "attach_lora",
-    "bank_loss", "clip_loss", "evaluate", "load_adapter", "load_clip", "load_image_text_set", "predict",
-    "read_captions", "retrieval_metrics", "save_clip", "SwappedClip", "TextTower", "load_text_tower", "new_text_tower",
-    "swap_text_tower",
-]
+_WHERE = {
+    "LoraSettings": "adapters", "attach_lora": "adapters", "load_adapter": "adapters",
+    "CaptionSet": "data.captions", "read_captions": "data.captions",
+    "ImageTextSet": "data.dataset", "load_image_text_set": "data.dataset",
+    "TurkclipError": "errors", "evaluate": "evaluate", "bank_loss": "loss", "clip_loss": "loss",
+    "distill_loss": "loss", "retrieval_metrics": "metrics",
+    "DEFAULT_MODEL": "model", "Clip": "model", "load_clip": "model", "save_clip": "model",
+    "predict": "predict", "flip_caption": "data.flip_caption",
+    "SwappedClip": "text_tower", "TextTower": "text_tower", "load_text_tower": "text_tower",
+    "new_text_tower": "text_tower", "swap_text_tower": "text_tower",
+}
+__all__ = sorted(_WHERE)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'turkclip' has no attribute {name!r}")
+    value = getattr(import_module(f".{_WHERE[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_WHERE))

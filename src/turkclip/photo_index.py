@@ -136,10 +136,12 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
     if old["model"] is not None and (name != old["model"] or model_id(adapter) not in (None, old["adapter"])):
         raise TurkclipError(f"{output} was built with model {old['model']} (adapter {old['adapter']}); re-index it"
                             " with the same model (leave out --model/--adapter) or choose another --output")
-    from .model import DEFAULT_MODEL
+    if name is None:  # a new index without --model (imported here: an update needs no transformers)
+        from .model import DEFAULT_MODEL
 
+        name = DEFAULT_MODEL
     fresh = old["model"] is None
-    meta = {"format": "turkclip-photo-index", "version": VERSION, "root": str(root), "model": name or DEFAULT_MODEL,
+    meta = {"format": "turkclip-photo-index", "version": VERSION, "root": str(root), "model": name,
             "adapter": model_id(adapter) if fresh else old["adapter"],
             "tokenizer": model_id(tokenizer) if fresh else old["tokenizer"],
             # the text tower that queries go through (photos are embedded by the base's image tower either way)

@@ -58,6 +58,9 @@ def _index_model_flags(p: argparse.ArgumentParser, builds: bool) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+PHOTO_COMMANDS = ("index", "search", "classify", "serve")
+
+
 def _photo_commands(sub) -> None:
     """index, search, classify, serve: find photos by Turkish text, label them with Turkish words."""
     i = sub.add_parser("index", help="embed every photo of a folder into a searchable index",
@@ -248,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from turkclip.errors import TurkclipError  # heavy imports (torch, transformers) only after --help has been served
 
-    from . import commands
+    from importlib import import_module
 
-    try:
+    try:  # the photo commands live apart from training: `turkclip index` on an unchanged folder imports little
+        commands = import_module(".photo_commands" if args.command in PHOTO_COMMANDS else ".commands", __package__)
         return getattr(commands, args.command.replace("-", "_"))(args) or 0
     except TurkclipError as e:
         if args.debug:

@@ -175,7 +175,6 @@ def convert_e5(args) -> None:
 
 
 # ANCHOR photo commands (issue 9)
-from .photo_commands import classify, index, search, serve  # noqa: E402,F401  (turkclip index|search|classify|serve)
 
 
 # ANCHOR model tools (issue 9)
