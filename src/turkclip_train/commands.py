@@ -17,6 +17,7 @@ from turkclip.evaluate import evaluate as evaluate_split
 from turkclip.model import load_clip, save_clip
 from turkclip.predict import predict as predict_probs
 
+from .distributed import is_main_process
 from .report import format_table
 from .train import TrainConfig, train as run_training
 
@@ -48,6 +49,8 @@ def train(args) -> None:
         progress=not args.no_progress,
     )
     summary = run_training(cfg)
+    if not is_main_process():  # several processes: one of them reports
+        return
     if summary["skipped_images"]:
         print(f"skipped {summary['skipped_images']} missing or unreadable images (--skip-bad-images)")
     best = summary["best_val_mean_recall"]
