@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -172,7 +173,7 @@ def test_one_writer_one_validation_per_epoch(runs):
         keys = [(r["kind"], r["step"]) for r in records]
         assert keys == [(r["kind"], r["step"]) for r in _records(runs.root / "single")], name  # nothing doubled
         assert [r["epoch"] for r in records if r["kind"] == "val"] == list(range(1, EPOCHS + 1)), name
-    assert runs.errors["uninterrupted"].count("Traceback") == 0
+    assert "Traceback" not in runs.errors["uninterrupted"]
 
 
 def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(runs):
@@ -184,7 +185,7 @@ def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(runs):
     # already done by then) after rank 0 alone had printed the message.
     assert "exitcode  : 130" in interrupted["stderr"], interrupted["stderr"][-3000:]
     assert interrupted["stderr"].count(f"interrupted: checkpoint saved at step {step};") == 1
-    assert "Traceback" not in interrupted["stderr"]
+    assert not re.search(r'File ".*turkclip', interrupted["stderr"])  # torchrun prints its own traceback, we none
 
 
 def test_sigkill_of_two_processes_then_resume_equals_uninterrupted(runs):

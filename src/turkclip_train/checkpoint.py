@@ -65,7 +65,7 @@ def load(folder: Path, model, optimizer, scheduler, rank: int = 0) -> dict:
         raise TurkclipError(f"{folder / FILENAME} holds optimizer state of another layout; start a new --output") from None
     scheduler.load_state_dict(state["scheduler"])
     rng = state["rng"]
-    if rng.get("per_rank"):
+    if rank < len(rng.get("per_rank", [])):  # (another number of processes is refused by check_same_run)
         rng = rng["per_rank"][rank]
     torch.set_rng_state(rng["cpu"])
     if rng["cuda"] and torch.cuda.is_available():
