@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from turkclip_train.cli import DEFAULT_MODEL, build_parser
+from turkclip_train.cli import DEFAULT_MODEL, build_parser, main
 
 SUBCOMMANDS = ["train", "evaluate", "predict", "merge", "demo", "init-model"]
 
@@ -81,3 +81,14 @@ def test_missing_captions_file_is_a_one_line_error(tiny_model, tmp_path):
                    "--output", str(tmp_path / "out"))
     assert_one_line_error(run, "train", "captions file not found", str(missing))
     assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_is_fp32_unless_asked_and_says_so(tiny_model, tiny_images, tmp_path):
+    """bf16 embeddings move near-tied ranks: `turkclip evaluate` measures in fp32 by default and the JSON records it."""
+    captions = tmp_path / "c.csv"
+    captions.write_text("image,caption\n" + "".join(f"{i:02d}.jpg,bir şey {i}\n" for i in range(4)), encoding="utf-8")
+    for extra, expected in [([], "fp32"), (["--precision", "bf16"], "bf16")]:
+        out = tmp_path / f"m-{expected}.json"
+        assert main(["evaluate", "--model", str(tiny_model), "--captions", str(captions), "--images", str(tiny_images),
+                     "--split", "all", "--cache-dir", "none", "--json", str(out), *extra]) == 0
+        assert json.loads(out.read_text())["precision"] == expected

@@ -1,11 +1,13 @@
 """Retrieval metrics against a brute-force reference; the contrastive losses against written-out formulas."""
 
+import math
 import statistics
 
 import pytest
 import torch
 
 from turkclip.loss import bank_loss, clip_loss
+from turkclip import metrics
 from turkclip.metrics import legacy_in_batch_top1, retrieval_metrics
 
 
@@ -32,7 +34,7 @@ def reference(sim: list[list[float]], owner: list[int]) -> dict:
     def summary(ranks):
         return {"R@1": 100 * sum(r <= 1 for r in ranks) / len(ranks), "R@5": 100 * sum(r <= 5 for r in ranks) / len(ranks),
                 "R@10": 100 * sum(r <= 10 for r in ranks) / len(ranks), "mean_rank": sum(ranks) / len(ranks),
-                "median_rank": statistics.median(ranks)}
+                "median_rank": math.floor(statistics.median(ranks))}  # an integer rank, rounded down
 
     return {"text_to_image": summary(t2i), "image_to_text": summary(i2t), "n_images": n_images, "n_texts": n_texts}
 
@@ -127,7 +129,8 @@ def test_median_of_an_even_number_of_ranks():
                         [0.9, 0.9, 0.8, 0.0],  # rank 3
                         [0.9, 0.9, 0.9, 0.8]])  # rank 4
     ours = metrics_of(sim, [0, 1, 2, 3])
-    assert ours["text_to_image"]["median_rank"] == 2.5 and ours["text_to_image"]["mean_rank"] == 2.5
+    # The usual integer convention (floor of the midpoint), not the interpolated 2.5.
+    assert ours["text_to_image"]["median_rank"] == 2 and ours["text_to_image"]["mean_rank"] == 2.5
 
 
 @pytest.mark.parametrize("seed", range(25))
@@ -139,6 +142,18 @@ def test_random_cases_match_reference(seed):
     # Coarse integer scores make ties common, both with the correct item and among own captions.
     levels = int(torch.randint(2, 8, (1,), generator=g))
     sim = torch.randint(0, levels, (n_texts, n_images), generator=g).float()
+    assert_same(metrics_of(sim, owner), reference(sim.tolist(), owner))
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_ranks_computed_in_small_blocks_match_reference(seed, monkeypatch):
+    """Memory stays bounded because similarities are made a block of texts at a time: with blocks of one or
+    a few texts (block edges inside one image's captions), the ranks are still the brute-force ones."""
+    monkeypatch.setattr(metrics, "CHUNK_ELEMENTS", 1 + seed * 5)
+    g = torch.Generator().manual_seed(100 + seed)
+    n_images, n_texts = int(torch.randint(2, 12, (1,), generator=g)), int(torch.randint(1, 40, (1,), generator=g))
+    owner = torch.randint(0, n_images, (n_texts,), generator=g).tolist()
+    sim = torch.randint(0, 4, (n_texts, n_images), generator=g).float()
     assert_same(metrics_of(sim, owner), reference(sim.tolist(), owner))
 
 

@@ -252,3 +252,16 @@ def test_foreign_checkpoint_is_never_unpickled(tmp_path):
     assert not marker.exists()
     torch.load(tmp_path / checkpoint.FILENAME, weights_only=False)  # the file really was dangerous
     assert marker.exists()
+
+
+def test_resume_with_other_optimizer_or_lora_settings_is_refused(runs, tiny_model, capsys):
+    """LoRA alpha/dropout, warm-up, weight decay and clipping change every later step: refuse, naming each flag."""
+    changed = ["--lora-alpha", "8", "--lora-dropout", "0.1", "--warmup-ratio", "0.2", "--weight-decay", "0.01",
+               "--clip-grad", "0.5"]
+    assert _resume_reference_with(runs, tiny_model, *changed) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    for flag, value, was in [("--lora-alpha", "8", "16"), ("--lora-dropout", "0.1", "0.3"),
+                             ("--warmup-ratio", "0.2", "0.05"), ("--weight-decay", "0.01", "0.0"),
+                             ("--clip-grad", "0.5", "1.0")]:
+        assert f"{flag} {value} (was {was})" in err[0], flag

@@ -11,6 +11,7 @@ import contextlib
 from pathlib import Path
 
 import torch
+import transformers
 from tqdm.auto import tqdm
 
 from . import cache
@@ -96,12 +97,29 @@ def image_tower(model) -> torch.nn.Module:
 
 def cached_image_embeddings(model, data: ImageTextSet, preprocess: Preprocess, device: torch.device,
                             precision: str, cache_dir: Path | None) -> torch.Tensor:
-    """Image embeddings of `data`, from the cache when the image tower, files and preprocessing match."""
-    key = cache.make_key("image-embeds-v1", cache.tensors_fingerprint(image_tower(model).state_dict()),
+    """Image embeddings of `data` (the tower in eval mode: no dropout), from the cache when the image tower's
+    weights and config, the files, the preprocessing, the precision and the torch/transformers versions match."""
+    key = cache.make_key("image-embeds-v2", cache.tensors_fingerprint(image_tower(model).state_dict()),
+                         _image_tower_config(model), torch.__version__, transformers.__version__,
                          cache.tensors_fingerprint({"pixels": data.pixels}), preprocess, precision)
     hit = cache.load(cache_dir, "image-embeds", key)
     if hit is not None:
         return hit[0]["embeds"]
-    embeds = embed_images(model, data.pixels, preprocess, device, precision)
+    was_training = model.training
+    model.eval()  # a bank made in train mode would carry one random dropout draw for good
+    try:
+        embeds = embed_images(model, data.pixels, preprocess, device, precision)
+    finally:
+        model.train(was_training)
     cache.save(cache_dir, "image-embeds", key, {"embeds": embeds}, {"n": len(embeds)})
     return embeds
+
+
+def _image_tower_config(model) -> dict:
+    """What, besides the weights, decides the image tower's output: its config (activation, norm epsilon,
+    attention implementation...) and the projection size; not where the model was loaded from."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    vision = {k: v for k, v in base.config.vision_config.to_dict().items()
+              if k not in ("_name_or_path", "transformers_version")}
+    return {"vision": vision, "projection_dim": base.config.projection_dim,
+            "attn": getattr(base.config, "_attn_implementation", None)}

@@ -14,23 +14,43 @@ from __future__ import annotations
 import torch
 
 
-def ranks_text_to_image(sim: torch.Tensor, text_image: torch.Tensor) -> torch.Tensor:
-    """sim: [texts, images] similarities; text_image[t]: index of caption t's image. → rank per text."""
-    correct = sim.gather(1, text_image[:, None])  # [texts, 1]
-    return (sim >= correct).sum(1)  # the correct image itself is counted, so rank ≥ 1
+# Similarities are computed for a block of texts at a time (texts × all images), so memory stays at
+# about CHUNK_ELEMENTS floats whatever the gallery: 100k captions × 20k images never exist as one matrix.
+CHUNK_ELEMENTS = 2**24  # 64 MB of float32 per block
 
 
-def ranks_image_to_text(sim: torch.Tensor, text_image: torch.Tensor) -> torch.Tensor:
-    """Best rank of any own caption, per image that has at least one caption. sim: [texts, images]."""
-    sim = sim.t()  # [images, texts]
-    own = text_image[None, :] == torch.arange(sim.shape[0], device=sim.device)[:, None]  # [images, texts]
-    has_caption = own.any(1)
-    best_own = sim.masked_fill(~own, float("-inf")).max(1).values  # best-scored own caption
-    # Pessimistic rank of the first own caption: 1 + every other image's caption scoring >= it.
-    # Own captions tied with it are hits too, so they do not push it down (duplicate captions
-    # of one image must not cost R@1).
-    ranks = ((sim >= best_own[:, None]) & ~own).sum(1) + 1
-    return ranks[has_caption]
+def _text_blocks(n_texts: int, n_images: int) -> list[slice]:
+    size = max(1, CHUNK_ELEMENTS // max(1, n_images))
+    return [slice(s, min(s + size, n_texts)) for s in range(0, n_texts, size)]
+
+
+def retrieval_ranks(text_emb: torch.Tensor, image_emb: torch.Tensor,
+                    text_image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(text→image rank per text, image→text rank per image that has a caption), block by block.
+
+    Two passes over the same blocks, so every similarity is the same float in both: the first ranks each
+    text's own image and finds each image's best-scored own caption, the second counts, per image, the
+    other images' captions scoring at least that (ties count against the model, see the module docstring).
+    Own captions tied with the best one are hits too, so they do not push it down.
+    """
+    text_emb, image_emb = text_emb.float(), image_emb.float()
+    n_images = image_emb.shape[0]
+    blocks = _text_blocks(text_emb.shape[0], n_images)
+    t2i, best_own = [], torch.full((n_images,), float("-inf"))
+    for block in blocks:
+        sim = text_emb[block] @ image_emb.t()  # [block texts, images]
+        correct = sim.gather(1, text_image[block, None])  # the own image's score
+        t2i.append((sim >= correct).sum(1))  # the correct image itself is counted, so rank ≥ 1
+        best_own.scatter_reduce_(0, text_image[block], correct[:, 0], reduce="amax")
+    above = torch.zeros(n_images, dtype=torch.long)
+    images = torch.arange(n_images)
+    for block in blocks:
+        sim = text_emb[block] @ image_emb.t()
+        hits = (sim >= best_own[None, :]) & (text_image[block, None] != images[None, :])
+        above += hits.sum(0)
+    has_caption = torch.zeros(n_images, dtype=torch.bool)
+    has_caption[text_image] = True
+    return torch.cat(t2i) if t2i else torch.zeros(0, dtype=torch.long), (above + 1)[has_caption]
 
 
 def summarize(ranks: torch.Tensor) -> dict[str, float]:
@@ -40,16 +60,24 @@ def summarize(ranks: torch.Tensor) -> dict[str, float]:
         "R@5": 100 * (ranks <= 5).double().mean().item(),
         "R@10": 100 * (ranks <= 10).double().mean().item(),
         "mean_rank": ranks.mean().item(),
-        "median_rank": ranks.quantile(0.5).item(),  # the midpoint of the two middle ranks when even
+        "median_rank": _median_rank(ranks),
     }
+
+
+def _median_rank(ranks: torch.Tensor) -> float:
+    """An integer rank, as retrieval papers report it (VSE++ and its successors: floor of the median): with an
+    even number of queries the midpoint of the two middle ranks is rounded down (ranks 1, 2, 3, 4 → 2)."""
+    s = ranks.sort().values
+    n = len(s)
+    return float((s[(n - 1) // 2] + s[n // 2]).item() // 2) if n else float("nan")
 
 
 def retrieval_metrics(text_emb: torch.Tensor, image_emb: torch.Tensor, text_image: torch.Tensor) -> dict:
     """Full-gallery retrieval both ways from (normalised) embeddings; see the module docstring."""
-    sim = text_emb.float() @ image_emb.float().t()
+    t2i, i2t = retrieval_ranks(text_emb.cpu(), image_emb.cpu(), text_image.cpu())
     return {
-        "text_to_image": summarize(ranks_text_to_image(sim, text_image)),
-        "image_to_text": summarize(ranks_image_to_text(sim, text_image)),
+        "text_to_image": summarize(t2i),
+        "image_to_text": summarize(i2t),
         "n_images": int(image_emb.shape[0]),
         "n_texts": int(text_emb.shape[0]),
     }

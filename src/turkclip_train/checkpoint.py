@@ -26,13 +26,15 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save(folder: Path, model, optimizer, scheduler, position: dict) -> None:
+def save(folder: Path, model, optimizer, scheduler, position: dict, rng_per_rank: list[dict] | None = None) -> None:
+    """`rng_per_rank`: every process's RNG state when training in several (distributed.rng_states())."""
     state = {
         "trainable": trainable_state(model),
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "rng": {"cpu": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                "per_rank": rng_per_rank or []},
         "position": position,  # epoch, step_in_epoch, global_step, best, ...
     }
     (folder / SUBFOLDER).mkdir(parents=True, exist_ok=True)
@@ -55,8 +57,8 @@ def move_legacy(folder: Path) -> None:
         os.replace(old, folder / FILENAME)
 
 
-def load(folder: Path, model, optimizer, scheduler) -> dict:
-    """Restore everything `save` wrote; returns the saved position."""
+def load(folder: Path, model, optimizer, scheduler, rank: int = 0) -> dict:
+    """Restore everything `save` wrote (the RNG state of process `rank`); returns the saved position."""
     try:
         state = torch.load(folder / FILENAME, map_location="cpu", weights_only=True)
     except Exception as e:  # a torn or foreign file
@@ -70,9 +72,36 @@ def load(folder: Path, model, optimizer, scheduler) -> dict:
     with torch.no_grad():
         for name, tensor in state["trainable"].items():
             params[name].copy_(tensor)
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError:  # e.g. other parameter groups (weight decay split by an older turkclip)
+        raise TurkclipError(f"{folder / FILENAME} holds optimizer state of another layout; start a new --output") from None
     scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"]["cpu"])
-    if state["rng"]["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    rng = state["rng"]
+    if rank < len(rng.get("per_rank", [])):  # (another number of processes is refused by check_same_run)
+        rng = rng["per_rank"][rank]
+    torch.set_rng_state(rng["cpu"])
+    if rng["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     return state["position"]
+
+
+def run_settings(cfg, processes: int) -> dict:
+    """The settings a resumed run must share with the run it continues: those that decide which items
+    a step sees and how each step updates the weights. Compared by `check_same_run`."""
+    run = {k: getattr(cfg, k) for k in ("seed", "epochs", "batch_size", "grad_accum", "lr", "train_split",
+                                        "rehearsal_ratio", "negatives", "train_token_rows", "weight_decay",
+                                        "warmup_ratio", "clip_grad", "text_model", "text_train", "objective",
+                                        "distill_weight")}
+    run["lora_alpha"] = cfg.lora.alpha if cfg.lora is not None else None
+    run["lora_dropout"] = cfg.lora.dropout if cfg.lora is not None else None
+    run["processes"] = processes
+    return run
+
+
+def check_same_run(folder: Path, saved: dict, run: dict) -> None:
+    """Refuse, naming every flag that differs, to resume with settings that would not continue the saved run."""
+    changed = [(f"number of processes {v} (was {saved.get(k)}: launch as many)" if k == "processes"
+                else f"--{k.replace('_', '-')} {v} (was {saved.get(k)})") for k, v in run.items() if saved.get(k) != v]
+    if changed:
+        raise TurkclipError(f"cannot resume {folder} with other settings: {', '.join(changed)}; use the original flags")

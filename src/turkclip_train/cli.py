@@ -8,6 +8,7 @@ the traceback), Ctrl-C during training checkpoints and exits with 130.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -28,7 +29,7 @@ def _model_flags(p: argparse.ArgumentParser, adapter: bool) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
-def _data_flags(p: argparse.ArgumentParser) -> None:
+def _data_flags(p: argparse.ArgumentParser, precision: str = "auto") -> None:
     p.add_argument("--captions", required=True,
                    help="captions file: Karpathy JSON (TasvirEt), CSV/TSV/JSONL (image,caption[,split]) or Flickr8k.token.txt")
     p.add_argument("--images", required=True, help="folder the captions' image file names are relative to")
@@ -41,8 +42,9 @@ def _data_flags(p: argparse.ArgumentParser) -> None:
                    help="leave out missing or unreadable images (counted and reported) instead of stopping")
     p.add_argument("--cache-dir", default=None, help="where decoded pixels and frozen image embeddings are cached"
                    " (default ~/.cache/turkclip or $TURKCLIP_CACHE; 'none' disables)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 where the GPU/CPU runs it natively, else fp32")
+    p.add_argument("--precision", default=precision, choices=["auto", "fp32", "bf16", "fp16"],
+                   help=f"auto: bf16 where the GPU/CPU runs it natively, else fp32 (default {precision}"
+                        + ("; reported metrics are fp32 unless you ask, and the JSON says which)" if precision == "fp32" else ")"))
 
 
 def _index_model_flags(p: argparse.ArgumentParser, builds: bool) -> None:
@@ -172,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Image↔text retrieval over the whole split: R@1/5/10, mean/median rank (any of an"
                                    " image's captions counts as a hit), plus the seed's in-batch top-1.")
     _model_flags(e, adapter=True)
-    _data_flags(e)
+    _data_flags(e, precision="fp32")
     e.add_argument("--split", default="test", help="split to evaluate ('all' for every image; default test)")
     e.add_argument("--english-captions", help="English captions of the same images (e.g. Flickr8k.token.txt):"
                    " evaluated side by side")
@@ -259,8 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     except TurkclipError as e:
         if args.debug:
             traceback.print_exc()
-        print(f"turkclip {args.command}: error: {e}", file=sys.stderr)
-        return 130 if type(e).__name__ == "Interrupted" else 1
+        if os.environ.get("RANK", "0") == "0":  # several training processes raise the same error: one prints it
+            print(f"turkclip {args.command}: error: {e}", file=sys.stderr)
+        if type(e).__name__ == "Interrupted":
+            from .distributed import barrier
+
+            barrier()  # no process exits (its launcher would kill the rest) before rank 0 has reported
+            return 130
+        return 1
     except KeyboardInterrupt:
         print(f"turkclip {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -20,6 +20,7 @@ from turkclip.model_card import best_validation, write_model_card
 from turkclip.predict import predict as predict_probs
 from turkclip.text_tower import load_text_tower, swap_text_tower
 
+from .distributed import is_main_process
 from .report import format_table
 from .train import TrainConfig, train as run_training
 
@@ -52,6 +53,8 @@ def train(args) -> None:
         objective=args.objective, distill_weight=args.distill_weight,
     )
     summary = run_training(cfg)
+    if not is_main_process():  # several processes: one of them reports
+        return
     _write_card(cfg)
     if summary["skipped_images"]:
         print(f"skipped {summary['skipped_images']} missing or unreadable images (--skip-bad-images)")

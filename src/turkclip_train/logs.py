@@ -9,8 +9,11 @@ from pathlib import Path
 class MetricsLog:
     """Appends one JSON object per line to `path`; `kind` is "train" (per log interval) or "val" (per epoch)."""
 
-    def __init__(self, path: Path, resume_step: int | None = None):
-        self.path = path
+    def __init__(self, path: Path, resume_step: int | None = None, enabled: bool = True):
+        """`enabled=False` (every process but the main one when training in several) writes nothing."""
+        self.path, self.enabled = path, enabled
+        if not enabled:
+            return
         if resume_step is None:
             path.write_text("")
         elif path.exists():  # drop what the interrupted run logged after its last checkpoint
@@ -18,6 +21,8 @@ class MetricsLog:
             path.write_text("".join(line + "\n" for line in keep))
 
     def write(self, **record) -> None:
+        if not self.enabled:
+            return
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 

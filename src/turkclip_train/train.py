@@ -40,8 +40,9 @@ from turkclip.model import DEFAULT_MODEL, load_clip, save_clip
 from turkclip.processor import save_processor
 from turkclip.text_tower import new_text_tower, swap_text_tower
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .logs import MetricsLog, plot_curves
+from .optimizer import clamp_logit_scale, param_groups
 
 # Test hook: seconds to sleep after each optimizer step, so tests/test_resume.py can interrupt a run mid-epoch.
 _STEP_DELAY = float(os.environ.get("TURKCLIP_TEST_STEP_DELAY", "0"))
@@ -157,9 +158,10 @@ def train(cfg: TrainConfig) -> dict:
 
     # 4. Optimizer (Adam, or AdamW with --weight-decay) and warm-up + cosine schedule.
     params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = len(epoch_batches(train_set.captions, train_set.lang, cfg.batch_size, cfg.seed, 0)) // (
-        cfg.grad_accum * accelerator.num_processes)
+    optimizer = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr)  # no decay: biases, norms, logit scale
+    world = accelerator.num_processes  # --batch-size is per process; a step's global batch is batch_size × world
+    steps_per_epoch = len(distributed.local_batches(epoch_batches(
+        train_set.captions, train_set.lang, cfg.batch_size * world, cfg.seed, 0), 0, world)) // cfg.grad_accum
     if steps_per_epoch == 0:
         raise TurkclipError(f"too few training images ({len(train_set)}) for batch size {cfg.batch_size}")
     total_steps = steps_per_epoch * cfg.epochs
@@ -170,25 +172,22 @@ def train(cfg: TrainConfig) -> dict:
 
     # 5. Resume: trainable weights, optimizer, schedule, RNG and data position.
     # The settings that decide which batches a step sees: a resume with others would not continue this run.
-    run = {k: getattr(cfg, k) for k in ("seed", "epochs", "batch_size", "grad_accum", "lr", "train_split",
-                                        "rehearsal_ratio", "negatives", "train_token_rows", "text_model",
-                                        "text_train", "objective", "distill_weight")}
+    run = checkpoint.run_settings(cfg, world)
     position = {"epoch": 0, "step": 0, "global_step": 0, "best": -math.inf, "run": run}
     if cfg.resume and (out / checkpoint.FILENAME).exists():
-        position = checkpoint.load(out, model, optimizer, scheduler)
-        saved = position.get("run", {})
-        changed = [f"--{k.replace('_', '-')} {v} (was {saved.get(k)})" for k, v in run.items() if saved.get(k) != v]
-        if changed:
-            raise TurkclipError(f"cannot resume {out} with other settings: {', '.join(changed)}; use the original flags")
+        position = checkpoint.load(out, model, optimizer, scheduler, accelerator.process_index)
+        checkpoint.check_same_run(out, position.get("run", {}), run)
         accelerator.print(f"resuming from epoch {position['epoch'] + 1}, step {position['step']}")
     out.mkdir(parents=True, exist_ok=True)
     if main:
         (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
-    log = MetricsLog(out / "metrics.jsonl", position["global_step"] if cfg.resume else None)
+    log = MetricsLog(out / "metrics.jsonl", position["global_step"] if cfg.resume else None, enabled=main)
 
-    def save_checkpoint(epoch: int, step: int) -> None:
+    def save_checkpoint(epoch: int, step: int) -> None:  # called by every process: it gathers their RNG states
+        rng = distributed.rng_states()
         if main:
-            checkpoint.save(out, model, optimizer, scheduler, {**position, "epoch": epoch, "step": step})
+            checkpoint.save(out, model, optimizer, scheduler, {**position, "epoch": epoch, "step": step}, rng)
+        distributed.barrier()  # no process runs on (or exits) before the checkpoint is on disk
 
     def step_loss(items) -> torch.Tensor:
         image_idx = torch.tensor([it.image for it in items], device=device)
@@ -207,7 +206,7 @@ def train(cfg: TrainConfig) -> dict:
         if text_only:
             image_emb = bank[image_idx]
         if accelerator.num_processes > 1:  # negatives from every process; gradients flow back through the gather
-            text_emb, image_emb = _gather_with_grad(text_emb), _gather_with_grad(image_emb)
+            text_emb, image_emb = distributed.gather_with_grad(text_emb), distributed.gather_with_grad(image_emb)
         return loss + clip_loss(text_emb.float(), image_emb.float(), logit_scale)
 
     # 6. The loop. An epoch's batches are a function of (seed, epoch), so a resumed run skips
@@ -217,9 +216,9 @@ def train(cfg: TrainConfig) -> dict:
     window, window_start = [], time.perf_counter()
     with _StopOnCtrlC() as stop:
         for epoch in range(position["epoch"], cfg.epochs):
-            batches = epoch_batches(train_set.captions, train_set.lang, cfg.batch_size, cfg.seed, epoch,
+            batches = epoch_batches(train_set.captions, train_set.lang, cfg.batch_size * world, cfg.seed, epoch,
                                     rehearsal, cfg.rehearsal_lang, cfg.rehearsal_ratio)
-            mine = batches[accelerator.process_index :: accelerator.num_processes]
+            mine = distributed.local_batches(batches, accelerator.process_index, world)
             steps = [mine[s * cfg.grad_accum : (s + 1) * cfg.grad_accum] for s in range(steps_per_epoch)]
             first = position["step"] if epoch == position["epoch"] else 0
             for step in range(first, steps_per_epoch):
@@ -230,13 +229,14 @@ def train(cfg: TrainConfig) -> dict:
                         loss = step_loss(micro) / len(steps[step])
                         accelerator.backward(loss)
                     loss_sum += loss.item()
-                if not math.isfinite(loss_sum):
+                if distributed.any_process(not math.isfinite(loss_sum), device):
                     raise TurkclipError(
                         f"loss became {loss_sum} at step {position['global_step'] + 1} (epoch {epoch + 1}); stopped. The"
                         f" best adapter in {out} and the last checkpoint are untouched. Try a lower --lr or --precision fp32")
                 if cfg.clip_grad > 0:
                     accelerator.clip_grad_norm_(params, cfg.clip_grad)
                 optimizer.step()
+                clamp_logit_scale(model)
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 position["global_step"] += 1
@@ -253,9 +253,10 @@ def train(cfg: TrainConfig) -> dict:
                 # The epoch's last step is checkpointed after validation (below), so that a resumed run
                 # never validates the same epoch twice.
                 mid_epoch = step + 1 < steps_per_epoch
-                if (position["global_step"] % cfg.checkpoint_every == 0 and mid_epoch) or stop.requested:
+                stopping = distributed.any_process(stop.requested, device)  # all processes stop at the same step
+                if (position["global_step"] % cfg.checkpoint_every == 0 and mid_epoch) or stopping:
                     save_checkpoint(epoch, step + 1)
-                if stop.requested:
+                if stopping:
                     bar.close()
                     raise Interrupted(f"interrupted: checkpoint saved at step {position['global_step']};"
                                       f" continue with the same command and --resume")
@@ -346,12 +347,6 @@ def _save_weights(clip, model, out: Path, full: bool, lang: str = "tr") -> None:
             shutil.rmtree(out / f.name)
         os.replace(f, out / f.name)
     tmp.rmdir()
-
-
-def _gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    import torch.distributed.nn.functional as dist_fn
-
-    return torch.cat(dist_fn.all_gather(x))
 
 
 def _peak_memory_mb(device: torch.device) -> float:
