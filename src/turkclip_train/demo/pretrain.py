@@ -25,7 +25,7 @@ from turkclip_train.train import Interrupted, TrainConfig, train
 from .world import VERSION as WORLD_VERSION
 from .world import WorldFiles, build_tokenizer, build_world
 
-VERSION = 1  # bump when stage 1 changes in a way its settings below do not show
+VERSION = 2  # 2: no weight decay on biases, LayerNorms, logit scale; logit scale capped at ln 100. Bump when stage 1 changes in a way its settings below do not show
 
 
 @dataclass(frozen=True)
