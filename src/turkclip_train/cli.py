@@ -76,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rehearsal-ratio", type=float, default=0.0, help="fraction of items that use a rehearsal caption")
     t.add_argument("--negatives", default="batch", choices=["batch", "bank"],
                    help="bank (text tower only): score each caption against every cached train image, not just the batch")
+    t.add_argument("--augment", default="none", metavar="LIST",
+                   help="image augmentations, a comma list (default none). crop: random resized crop (captions"
+                        " unchanged; area range --crop-scale). flip: mirror half the images and swap the caption's"
+                        " left/right words (sol/sağ with their suffixes, left/right as positions); an item whose"
+                        " caption cannot be swapped safely is not flipped; Turkish and English only. color: mild"
+                        " brightness/contrast/saturation jitter, captions unchanged (off by default: colours are"
+                        " words in captions). none: no augmentation. Deterministic per (seed, epoch, image)")
+    t.add_argument("--crop-scale", default=None, metavar="LO,HI",
+                   help="area fraction range of the crop augmentation (default 0.6,1.0)")
+    t.add_argument("--augment-views", type=int, default=4, metavar="K",
+                   help="with --lora-towers text: augmented views embedded once and cached per image; each epoch"
+                        " uses one, chosen per (seed, epoch, image) (default 4)")
     t.add_argument("--train-split", default="train", help="split to train on (default train)")
     t.add_argument("--val-split", default="val", help="split to validate on each epoch, if present (default val)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start; rarely pays on CPU)")

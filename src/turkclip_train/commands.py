@@ -9,6 +9,7 @@ import torch
 
 from turkclip import cache
 from turkclip.adapters import LoraSettings, load_adapter
+from turkclip.data.augment import parse_policy
 from turkclip.data.captions import read_captions
 from turkclip.data.dataset import load_image_text_set
 from turkclip.embed import resolve_precision
@@ -45,7 +46,8 @@ def train(args) -> None:
         clip_grad=args.clip_grad, lora=lora, train_token_rows=args.train_token_rows, negatives=args.negatives,
         precision=args.precision, compile=args.compile, seed=args.seed, skip_bad_images=args.skip_bad_images,
         cache_dir=_cache_dir(args.cache_dir), resume=args.resume, checkpoint_every=args.checkpoint_every,
-        progress=not args.no_progress,
+        progress=not args.no_progress, augment=str(parse_policy(args.augment, args.crop_scale)),
+        augment_views=args.augment_views,
     )
     summary = run_training(cfg)
     if summary["skipped_images"]:
