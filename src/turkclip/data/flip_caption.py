@@ -53,7 +53,8 @@ def flip_caption(text: str, lang: str) -> str:
 def flipped_or_none(text: str, lang: str) -> str | None:
     """The flipped caption, the same caption when it names no side, or None when it is not safe to flip."""
     if lang not in LANGS:
-        raise TurkclipError(f"flipping captions knows Turkish and English only, not {lang!r}; use --augment without flip")
+        raise TurkclipError(f"flipping captions knows Turkish and English only, not {lang!r};"
+                            " use --augment without flip")
     swap = _swap_tr if lang == "tr" else _swap_en
     words = list(_WORD.finditer(text))
     out, last = [], 0
@@ -127,9 +128,8 @@ _ALIVE = {"salim", "ol", "olsun", "olun", "olsunlar", "kalan", "kalanlar", "kald
 # Words that begin like sol/sağ and are something else. An unknown sol…/sağ… word is not flipped
 # (the whole caption is left unflipped), so this list only needs the common look-alikes.
 _LOOKALIKE = re.compile(
-    r"^(?:sağl[ae]|sağlam|sağlı[kğ]|sağır|sağan|sağdıç|sağıl|sağım[ıi]?$|sağma|sağcı|sağmal|sağmak|sağar|sağıyor"
-    r"|solm|solg|solis|solo|soluk|solu[ğk]|solucan|solun[au]m|soluy|solum[au]|solak|solcu|solf|solü|solar|solan"
-    r"|solmaz|solu[şs])")
+    r"^(?:sağl[aeı]|sağır|sağan|sağdıç|sağıl|sağma|sağcı|sağar|sağıyor"  # sağlam, sağlık, sağır, sağdıç, sağmak…
+    r"|solm|solg|solis|solo|solu[ğkşs]|solucan|solun[au]m|soluy|solak|solcu|solf|solü|solar|solan)")  # solmuş…
 
 
 def _swap_tr(words: list, k: int, text: str):
