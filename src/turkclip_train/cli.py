@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                         " brightness/contrast/saturation jitter, captions unchanged (off by default: colours are"
                         " words in captions). none: no augmentation. Deterministic per (seed, epoch, image)")
     t.add_argument("--crop-scale", default=None, metavar="LO,HI",
-                   help="area fraction range of the crop augmentation (default 0.6,1.0)")
+                   help="area fraction range of the crop augmentation (default 0.9,1.0, as open_clip; smaller crops can cut away what the caption names)")
     t.add_argument("--augment-views", type=int, default=4, metavar="K",
                    help="with --lora-towers text: augmented views embedded once and cached per image; each epoch"
                         " uses one, chosen per (seed, epoch, image) (default 4)")

@@ -75,7 +75,7 @@ class TrainConfig:
     lora: LoraSettings | None = field(default_factory=LoraSettings)  # None: train every weight (demo stage 1)
     train_token_rows: str = "none"  # none | new | all: token-embedding rows trained with the adapter
     negatives: str = "batch"  # batch | bank (text tower only: every cached train image is a negative)
-    augment: str = "none"  # turkclip.data.augment policy, e.g. "crop:0.6-1.0,flip"
+    augment: str = "none"  # turkclip.data.augment policy, e.g. "crop:0.9-1,flip"
     augment_views: int = 4  # text tower only: augmented views cached per image
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     compile: bool = False
