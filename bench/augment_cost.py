@@ -39,6 +39,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=2, help="epochs timed per policy (the best is reported)")
     parser.add_argument("--model-pass", action="store_true", help="also time one ViT-B/32 image-tower pass (slow)")
+    parser.add_argument("--train-epoch", action="store_true",
+                        help="also time a both-tower ViT-B/32 epoch with --augment none and crop,flip (slow)")
     args = parser.parse_args()
     data = load_image_text_set(read_captions(CAPTIONS, "tr").split("train"), IMAGES, Preprocess(224),
                                cache_dir=cache.default_dir())
@@ -60,6 +62,8 @@ def main() -> None:
         print(f"| {text} | {best_c:.2f} | {best_p:.2f} | {best_c + best_p:.2f} |", flush=True)
     if args.model_pass:
         model_pass(data)
+    if args.train_epoch:
+        train_epoch()
 
 
 def model_pass(data) -> None:
@@ -76,6 +80,22 @@ def model_pass(data) -> None:
     seconds = time.perf_counter() - t0
     print(f"one ViT-B/32 image-tower pass over {len(data)} images ({precision}): {seconds:.1f} s — a text-only view"
           f" bank costs views × (2 with flip) of these, once")
+
+
+def train_epoch() -> None:
+    """One both-tower epoch of `train()` (ViT-B/32 random init, batch 64, no validation), side by side."""
+    from turkclip.architectures import init_model
+    from turkclip_train.train import TrainConfig, train
+
+    with tempfile.TemporaryDirectory() as tmp:
+        init_model("ViT-B/32", SHARED / "models" / "clip-tokenizer", Path(tmp) / "m")
+        for augment in ("none", "crop:0.9-1,flip", "none", "crop:0.9-1,flip"):  # twice each, interleaved
+            out = f"{tmp}/{augment}-{time.time()}"
+            summary = train(TrainConfig(captions=str(CAPTIONS), images=str(IMAGES), output=out, model=f"{tmp}/m",
+                                        epochs=1, val_split=None, augment=augment, progress=False,
+                                        cache_dir=str(cache.default_dir())))
+            print(f"both towers, --augment {augment}: {summary['steps']} steps, {summary['seconds']:.1f} s for the"
+                  f" whole train() (data from the pixel cache, 1 epoch, {summary['precision']})", flush=True)
 
 
 if __name__ == "__main__":

@@ -124,6 +124,8 @@ def test_policy_parsing_and_canonical_form():
     with pytest.raises(TurkclipError, match="cannot be flipped"):
         parse_policy("crop,flip", langs=["tr", "de"])
     assert parse_policy("crop", langs=["de"]).crop  # only flip needs to know the language
+    with pytest.raises(TurkclipError, match="add crop to --augment"):
+        parse_policy("flip", crop_scale="0.5,1")  # a scale for a crop that is not asked for: not silently ignored
 
 
 def test_cli_rejects_bad_policy_in_one_line(tmp_path, capsys):
@@ -220,7 +222,7 @@ def test_resume_with_augmentation_equals_uninterrupted(tiny_model, tmp_path, mon
 
     def config(name: str, resume: bool = False) -> TrainConfig:
         return TrainConfig(captions=str(captions), images=str(images), output=str(tmp_path / name),
-                           model=str(tiny_model), epochs=3, batch_size=2, lr=1e-3, precision="fp32", seed=3,
+                           model=str(tiny_model), epochs=2, batch_size=2, lr=1e-3, precision="fp32", seed=3,
                            lora=LoraSettings(r=4, alpha=4, dropout=0.3, towers=towers), augment="crop:0.5-1,flip,color",
                            augment_views=3, checkpoint_every=1, progress=False, resume=resume,
                            cache_dir=str(tmp_path / "cache"))

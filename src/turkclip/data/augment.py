@@ -87,6 +87,8 @@ def parse_policy(text: str, crop_scale: str | tuple[float, float] | None = None,
     if "none" in chosen and len(chosen) > 1:
         raise TurkclipError("--augment: 'none' cannot be combined with other augmentations")
     if crop_scale is not None:
+        if "crop" not in chosen:
+            raise TurkclipError(f"--crop-scale {crop_scale} is for the crop augmentation; add crop to --augment")
         scale = _parse_scale(crop_scale)
     bad = sorted(set(langs) - set(FLIP_LANGS))
     if "flip" in chosen and bad:
