@@ -92,7 +92,7 @@ def run_settings(cfg, processes: int) -> dict:
     run = {k: getattr(cfg, k) for k in ("seed", "epochs", "batch_size", "grad_accum", "lr", "train_split",
                                         "rehearsal_ratio", "negatives", "train_token_rows", "weight_decay",
                                         "warmup_ratio", "clip_grad", "text_model", "text_train", "objective",
-                                        "distill_weight")}
+                                        "distill_weight", "augment", "augment_views")}
     run["lora_alpha"] = cfg.lora.alpha if cfg.lora is not None else None
     run["lora_dropout"] = cfg.lora.dropout if cfg.lora is not None else None
     run["processes"] = processes

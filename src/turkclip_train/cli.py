@@ -149,6 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--rehearsal-ratio", type=float, default=0.0, help="fraction of items that use a rehearsal caption")
     t.add_argument("--negatives", default="batch", choices=["batch", "bank"],
                    help="bank (text tower only): score each caption against every cached train image, not just the batch")
+    t.add_argument("--augment", default="none", metavar="LIST",
+                   help="image augmentations, a comma list (default none). crop: random resized crop (captions"
+                        " unchanged; area range --crop-scale). flip: mirror half the images and swap the caption's"
+                        " left/right words (sol/sağ with their suffixes, left/right as positions); an item whose"
+                        " caption cannot be swapped safely is not flipped; Turkish and English only. color: mild"
+                        " brightness/contrast/saturation jitter, captions unchanged (off by default: colours are"
+                        " words in captions). none: no augmentation. Deterministic per (seed, epoch, image)")
+    t.add_argument("--crop-scale", default=None, metavar="LO,HI",
+                   help="area fraction range of the crop augmentation (default 0.9,1.0, as open_clip; smaller crops can cut away what the caption names)")
+    t.add_argument("--augment-views", type=int, default=4, metavar="K",
+                   help="with --lora-towers text: augmented views embedded once and cached per image; each epoch"
+                        " uses one, chosen per (seed, epoch, image) (default 4)")
     tt = t.add_argument_group("a new text tower (the second road to Turkish)", "Replace CLIP's text tower with a"
                               " pretrained multilingual encoder + mean pooling + a projection into CLIP's embedding"
                               " space. The image tower stays frozen (its embeddings are cached); --output becomes a"

@@ -10,6 +10,7 @@ import torch
 
 from turkclip import cache
 from turkclip.adapters import LoraSettings, load_adapter
+from turkclip.data.augment import parse_policy
 from turkclip.data.captions import read_captions
 from turkclip.data.dataset import load_image_text_set
 from turkclip.embed import embed_images, resolve_precision
@@ -51,6 +52,7 @@ def train(args) -> None:
         cache_dir=_cache_dir(args.cache_dir), resume=args.resume, checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress, text_model=args.text_model, text_train=args.text_train,
         objective=args.objective, distill_weight=args.distill_weight,
+        augment=str(parse_policy(args.augment, args.crop_scale)), augment_views=args.augment_views,
     )
     summary = run_training(cfg)
     if not is_main_process():  # several processes: one of them reports

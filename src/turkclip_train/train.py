@@ -28,6 +28,8 @@ from transformers import get_cosine_schedule_with_warmup
 
 from turkclip import cache
 from turkclip.adapters import LoraSettings, attach_lora
+from turkclip.augment_views import view_bank
+from turkclip.data.augment import batch_pixels, parse_policy
 from turkclip.data.captions import read_captions
 from turkclip.data.dataset import load_image_text_set
 from turkclip.data.sampling import epoch_batches
@@ -81,6 +83,8 @@ class TrainConfig:
     distill_weight: float = 0.5  # weight of the distillation term with objective "mix"
     train_token_rows: str = "none"  # none | new | all: token-embedding rows trained with the adapter
     negatives: str = "batch"  # batch | bank (text tower only: every cached train image is a negative)
+    augment: str = "none"  # turkclip.data.augment policy, e.g. "crop:0.9-1,flip"
+    augment_views: int = 4  # text tower only: augmented views cached per image
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     compile: bool = False
     seed: int = 0
@@ -133,6 +137,7 @@ def train(cfg: TrainConfig) -> dict:
     rehearsal = None
     if cfg.rehearsal_captions:
         rehearsal = train_set.with_captions(read_captions(cfg.rehearsal_captions, cfg.rehearsal_lang)).captions
+    policy = parse_policy(cfg.augment, langs=[train_set.lang] + ([cfg.rehearsal_lang] if rehearsal else []))
 
     # 2. Model: freeze the base, attach LoRA (and token rows), swap in a new text tower, or train
     #    everything (demo stage 1). Distillation's teacher is the base CLIP's own text tower.
@@ -155,6 +160,8 @@ def train(cfg: TrainConfig) -> dict:
         bank = cached_image_embeddings(model, train_set, clip.preprocess, device, precision, cache_dir).to(device)
         if val_set is not None:
             val_bank = cached_image_embeddings(model, val_set, clip.preprocess, device, precision, cache_dir)
+    views = view_bank(model, train_set, clip.preprocess, device, precision, cache_dir, policy, cfg.seed,
+                      cfg.augment_views) if text_only and policy.active else None
 
     # 4. Optimizer (Adam, or AdamW with --weight-decay) and warm-up + cosine schedule.
     params = [p for p in net.parameters() if p.requires_grad]
@@ -189,10 +196,10 @@ def train(cfg: TrainConfig) -> dict:
             checkpoint.save(out, model, optimizer, scheduler, {**position, "epoch": epoch, "step": step}, rng)
         distributed.barrier()  # no process runs on (or exits) before the checkpoint is on disk
 
-    def step_loss(items) -> torch.Tensor:
+    def step_loss(items, epoch: int) -> torch.Tensor:
         image_idx = torch.tensor([it.image for it in items], device=device)
         tokens = {k: v.to(device) for k, v in clip.text([it.text for it in items], [it.lang for it in items]).items()}
-        pixels = None if text_only else train_set.pixels[image_idx.cpu()].to(device, non_blocking=True)
+        pixels = None if text_only else batch_pixels(train_set.pixels, items, policy, cfg.seed, epoch).to(device)
         text_emb, image_emb, logit_scale = net(**tokens, pixels=pixels)
         loss = 0.0
         if teacher is not None:  # distillation: each caption towards the teacher's English embedding(s)
@@ -217,7 +224,9 @@ def train(cfg: TrainConfig) -> dict:
     with _StopOnCtrlC() as stop:
         for epoch in range(position["epoch"], cfg.epochs):
             batches = epoch_batches(train_set.captions, train_set.lang, cfg.batch_size * world, cfg.seed, epoch,
-                                    rehearsal, cfg.rehearsal_lang, cfg.rehearsal_ratio)
+                                    rehearsal, cfg.rehearsal_lang, cfg.rehearsal_ratio, flip=policy.flip)
+            if views is not None:  # text-only augmentation: this epoch's view of every image
+                bank = views.for_epoch(epoch, batches).to(device)
             mine = distributed.local_batches(batches, accelerator.process_index, world)
             steps = [mine[s * cfg.grad_accum : (s + 1) * cfg.grad_accum] for s in range(steps_per_epoch)]
             first = position["step"] if epoch == position["epoch"] else 0
@@ -226,7 +235,7 @@ def train(cfg: TrainConfig) -> dict:
                 for j, micro in enumerate(steps[step]):
                     last = j == len(steps[step]) - 1
                     with nullcontext() if last else accelerator.no_sync(net):
-                        loss = step_loss(micro) / len(steps[step])
+                        loss = step_loss(micro, epoch) / len(steps[step])
                         accelerator.backward(loss)
                     loss_sum += loss.item()
                 if distributed.any_process(not math.isfinite(loss_sum), device):

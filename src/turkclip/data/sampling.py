@@ -7,6 +7,10 @@ a resumed run rebuilds exactly the batches it would have seen, and skips the one
 
 With rehearsal, a fraction of items use a caption in the base language (English) instead
 of the target language, which keeps the adapter from making the model forget it.
+
+With `flip` (augmentation), each item whose image's coin (`augment.flip_coin`, a function of seed,
+epoch and image) comes up, and whose caption can be mirrored safely, gets the flipped caption
+and `Item.flip`; the image side mirrors exactly those items.
 """
 
 from __future__ import annotations
@@ -15,17 +19,22 @@ from dataclasses import dataclass
 
 import torch
 
+from .augment import flip_coin
+from .flip_caption import flipped_or_none
+
 
 @dataclass(frozen=True)
 class Item:
     image: int  # index into the ImageTextSet
     text: str
     lang: str
+    flip: bool = False  # the image is mirrored and `text` is already the mirrored caption
 
 
 def epoch_batches(
     captions: list[list[str]], lang: str, batch_size: int, seed: int, epoch: int,
     rehearsal: list[list[str]] | None = None, rehearsal_lang: str = "en", rehearsal_ratio: float = 0.0,
+    flip: bool = False,
 ) -> list[list[Item]]:
     """The batches of one epoch. Images without captions are skipped; a last batch of one is dropped."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
@@ -38,6 +47,13 @@ def epoch_batches(
         if rehearsal is not None and use_rehearsal[i] and rehearsal[i]:
             pool, pool_lang = rehearsal[i], rehearsal_lang
         if pool:
-            items.append(Item(i, pool[int(draws[i] * len(pool))], pool_lang))
+            items.append(_maybe_flipped(Item(i, pool[int(draws[i] * len(pool))], pool_lang), flip, seed, epoch))
     batches = [items[s : s + batch_size] for s in range(0, len(items), batch_size)]
     return [b for b in batches if len(b) > 1]
+
+
+def _maybe_flipped(item: Item, flip: bool, seed: int, epoch: int) -> Item:
+    if not (flip and flip_coin(seed, epoch, item.image)):
+        return item
+    text = flipped_or_none(item.text, item.lang)
+    return item if text is None else Item(item.image, text, item.lang, True)
