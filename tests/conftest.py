@@ -64,3 +64,21 @@ def e5_folder(tmp_path_factory) -> Path:
     from turkclip.e5_convert import convert_e5
 
     return convert_e5(tmp_path_factory.mktemp("e5") / "e5-small")
+
+
+def write_captioned_images(root: Path, n: int, captions, split=lambda i: "train") -> tuple[Path, Path]:
+    """`n` small random JPEGs (00.jpg, 01.jpg, …) under root/images and root/captions.csv with the captions
+    `captions(i)` of image i, in `split(i)`: the training tests' data."""
+    import numpy as np
+    from PIL import Image
+
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["image,caption,split"]
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (40 + i, 48, 3), dtype=np.uint8)).save(images / f"{i:02d}.jpg")
+        rows += [f"{i:02d}.jpg,{caption},{split(i)}" for caption in captions(i)]
+    path = root / "captions.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path, images

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
 import turkclip
+from conftest import write_captioned_images
 from turkclip import augment_views
 from turkclip.data.augment import AugmentPolicy, augment_batch, draw, flip_coin, parse_policy
 from turkclip.data.dataset import ImageTextSet
@@ -199,16 +199,7 @@ def test_flip_decision_is_pure_and_only_for_safe_captions():
 
 
 def _write_data(root: Path) -> tuple[Path, Path]:
-    images = root / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    rows = ["image,caption,split"]
-    for i in range(9):
-        Image.fromarray(rng.integers(0, 255, (40 + i, 48, 3), dtype=np.uint8)).save(images / f"{i:02d}.jpg")
-        rows += [f"{i:02d}.jpg,solda kırmızı bir şey {i},train", f"{i:02d}.jpg,sağındaki mavi şey {i},train"]
-    captions = root / "captions.csv"
-    captions.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return captions, images
+    return write_captioned_images(root, 9, lambda i: [f"solda kırmızı bir şey {i}", f"sağındaki mavi şey {i}"])
 
 
 class _Crash(Exception):

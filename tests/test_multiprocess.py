@@ -24,12 +24,11 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
+from conftest import write_captioned_images
 from turkclip_train import checkpoint
 from turkclip_train.cli import main
 
@@ -42,17 +41,8 @@ TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "
 
 
 def _write_data(root: Path) -> tuple[Path, Path]:
-    images = root / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    rows = ["image,caption,split"]
-    for i in range(20):
-        Image.fromarray(rng.integers(0, 255, (40 + i, 48, 3), dtype=np.uint8)).save(images / f"{i:02d}.jpg")
-        split = "train" if i < 17 else "val"
-        rows += [f"{i:02d}.jpg,kırmızı bir şey numara {i},{split}", f"{i:02d}.jpg,İkinci açıklama {i},{split}"]
-    captions = root / "captions.csv"
-    captions.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return captions, images
+    return write_captioned_images(root, 20, lambda i: [f"kırmızı bir şey numara {i}", f"İkinci açıklama {i}"],
+                                  split=lambda i: "train" if i < 17 else "val")
 
 
 class Launch:

@@ -18,12 +18,11 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
+from conftest import write_captioned_images
 from turkclip.errors import TurkclipError
 from turkclip_train import checkpoint
 from turkclip_train.cli import main
@@ -32,16 +31,8 @@ STEPS_PER_EPOCH, EPOCHS = 4, 3  # 9 train images, batch 2: the last batch of one
 
 
 def _write_data(root: Path) -> tuple[Path, Path]:
-    images = root / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    rows = ["image,caption,split"]
-    for i in range(9):
-        Image.fromarray(rng.integers(0, 255, (40 + i, 48, 3), dtype=np.uint8)).save(images / f"{i:02d}.jpg")
-        rows += [f"{i:02d}.jpg,kırmızı bir şey numara {i},train", f"{i:02d}.jpg,İkinci açıklama {i},train"]
-    captions = root / "captions.csv"  # train only: the latest adapter is kept, so it is the one resuming produced
-    captions.write_text("\n".join(rows) + "\n", encoding="utf-8")
-    return captions, images
+    # train only: the latest adapter is kept, so it is the one resuming produced
+    return write_captioned_images(root, 9, lambda i: [f"kırmızı bir şey numara {i}", f"İkinci açıklama {i}"])
 
 
 def _train_argv(model: Path, captions: Path, images: Path, output: Path, *extra: str) -> list[str]:

@@ -8,7 +8,6 @@ chromium is launched directly).
 
 from __future__ import annotations
 
-import io
 import shutil
 import socket
 import threading
