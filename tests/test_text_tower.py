@@ -166,7 +166,7 @@ def test_distill_without_english_captions_is_one_line(tiny_model, tiny_encoder, 
     from turkclip_train.train import TrainConfig, train
 
     tr, _ = _pairs(tmp_path, tiny_images)
-    with pytest.raises(TurkclipError, match="needs --rehearsal-captions"):
+    with pytest.raises(TurkclipError, match="needs --rehearsal-captions"):  # before any model is built
         train(TrainConfig(captions=str(tr), images=str(tiny_images), output=str(tmp_path / "o"), model=str(tiny_model),
                           text_model=str(tiny_encoder), objective="distill", epochs=1, batch_size=4, progress=False))
 

@@ -35,9 +35,12 @@ class Teacher:
         return targets.to(device), (targets.abs().sum(-1) > 0).to(device)
 
 
-def build_teacher(clip, english: list[list[str]], lang: str, device: torch.device, precision: str,
+def build_teacher(clip, english: list[list[str]] | None, lang: str, device: torch.device, precision: str,
                   cache_dir: Path | None) -> Teacher:
     """Embed the English captions (`english[i]`: those of image i) with the base CLIP's text tower, once."""
+    if english is None:
+        raise TurkclipError("distillation (--objective distill or mix) needs --rehearsal-captions: English captions of"
+                            " the same images, which the base CLIP's text tower embeds as the teacher")
     texts = sorted({c for caps in english for c in caps})
     if not texts:
         raise TurkclipError("distillation needs base-language captions of the training images (--rehearsal-captions);"

@@ -141,19 +141,14 @@ def train(cfg: TrainConfig) -> dict:
 
     # 2. Model: freeze the base, attach LoRA (and token rows), swap in a new text tower, or train
     #    everything (demo stage 1). Distillation's teacher is the base CLIP's own text tower.
-    device_precision = resolve_precision(cfg.precision, device)
-    teacher = None
-    if cfg.objective != "contrastive":
-        if rehearsal is None:
-            raise TurkclipError(f"--objective {cfg.objective} needs --rehearsal-captions (English captions of the same"
-                                " images, which the base CLIP's text tower embeds as the teacher)")
-        teacher = build_teacher(clip, rehearsal, cfg.rehearsal_lang, device, device_precision, cache_dir)
+    precision = resolve_precision(cfg.precision, device)
+    teacher = None if cfg.objective == "contrastive" else build_teacher(
+        clip, rehearsal, cfg.rehearsal_lang, device, precision, cache_dir)
     clip, model = _build_model(cfg, clip, train_set, rehearsal)
     model.train()
     net = ContrastiveModel(model, clip.preprocess)
 
     # 3. Text-only adaptation: the image tower is frozen, so embed every image once (cached on disk).
-    precision = device_precision
     bank = val_bank = None
     if text_only:
         model.to(device)
