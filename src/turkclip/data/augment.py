@@ -6,7 +6,7 @@ A caption describes the whole picture, so only mild changes are safe:
   fraction of the image (`crop_scale`, default 0.9–1.0 of its area as in open_clip, aspect
   3:4–4:3), resized back to full size (bilinear, antialiased). Captions are not changed, so the
   crop must not cut away what a caption names: in the demo world 0.6–1.0 cost 15 points of R@1
-  (bench/RESULTS_augment.md), because its shapes sit near the left and right edges.
+  (bench/RESULTS.md), because its shapes sit near the left and right edges.
 * `flip`  — horizontal mirror, half of the time, with the caption's left/right words swapped
   (`flip_caption`). An item whose caption cannot be swapped safely is never flipped. The coin is
   tossed here (`flip_coin`) and the decision travels with the item (`sampling.Item.flip`).
