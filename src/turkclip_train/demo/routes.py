@@ -43,6 +43,7 @@ class TowerRecipe:
     text_train: str  # head | lora | full
     objective: str  # contrastive | distill | mix
     rehearsal_ratio: float
+    distill_weight: float = 0.5  # with objective "mix"
     precision: str = "auto"  # bf16 where the CPU/GPU runs it natively: e5-small is ~20x the stage-1 text tower's work
 
 
@@ -67,6 +68,7 @@ def train_tower(base: Base, recipe: TowerRecipe, folder: Path, seed: int, progre
         captions=str(base.world.turkish), images=str(base.world.images), output=str(folder),
         model=str(base.folder), lang="tr", epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
         text_model=str(encoder), text_train=recipe.text_train, objective=recipe.objective,
+        distill_weight=recipe.distill_weight,
         rehearsal_captions=str(base.world.english), rehearsal_ratio=recipe.rehearsal_ratio,
         precision=recipe.precision, seed=seed, progress=progress))
     return load_clip(str(base.folder), text_model=str(folder))
