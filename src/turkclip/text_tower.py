@@ -17,7 +17,6 @@ How much of the tower trains is `--text-train`:
 from __future__ import annotations
 
 import copy
-import json
 import warnings
 from pathlib import Path
 
@@ -222,7 +221,3 @@ def swap_text_tower(clip, tower: TextTower, alignment: dict | None = None, sourc
     model = SwappedClip(clip.model, tower, clip.name, scale)
     return Clip(model, TowerText(tower), clip.preprocess, clip.name)
 
-
-def describe(folder: str | Path) -> dict:
-    """The alignment record of a trained tower folder (for reports)."""
-    return json.loads((Path(folder) / sentence_folder.ALIGNMENT_FILE).read_text(encoding="utf-8"))
