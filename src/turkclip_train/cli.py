@@ -173,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--objective", default="contrastive", choices=["contrastive", "distill", "mix"],
                     help="contrastive: against the cached image embeddings (LiT); distill: towards the base CLIP's"
                          " text embedding of the English captions of the same image (needs --rehearsal-captions);"
-                         " mix: both, distillation weighted by --distill-weight (default contrastive)")
+                         " mix: both, distillation weighted by --distill-weight (default contrastive, which needs no English"
+                         " captions; the demo uses mix with them)")
     tt.add_argument("--distill-weight", type=float, default=0.5, help="weight of distillation in --objective mix")
     t.add_argument("--train-split", default="train", help="split to train on (default train)")
     t.add_argument("--val-split", default="val", help="split to validate on each epoch, if present (default val)")
