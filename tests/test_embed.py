@@ -2,11 +2,11 @@
 
 import json
 import shutil
+import sys
 from types import SimpleNamespace
 
 import torch
 
-from turkclip import embed
 from turkclip.embed import cached_image_embeddings, embed_images, features, text_features
 from turkclip.model import load_clip
 
@@ -65,7 +65,8 @@ def test_image_bank_cache_is_keyed_by_the_model_config(tiny_model, tmp_path):
 def test_image_bank_cache_is_keyed_by_library_versions(tiny_model, tmp_path, monkeypatch):
     data, clip, cache_dir = _pixels(), load_clip(str(tiny_model)), tmp_path / "cache"
     cached_image_embeddings(clip.model, data, clip.preprocess, torch.device("cpu"), "fp32", cache_dir)
-    monkeypatch.setattr(embed.transformers, "__version__", "99.0")  # another transformers may compute other numbers
+    # another transformers may compute other numbers (the live module: importing peft re-registers transformers)
+    monkeypatch.setattr(sys.modules["transformers"], "__version__", "99.0")
     cached_image_embeddings(clip.model, data, clip.preprocess, torch.device("cpu"), "fp32", cache_dir)
     monkeypatch.setattr(torch, "__version__", "99.0")
     cached_image_embeddings(clip.model, data, clip.preprocess, torch.device("cpu"), "fp32", cache_dir)

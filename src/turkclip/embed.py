@@ -11,7 +11,6 @@ import contextlib
 from pathlib import Path
 
 import torch
-import transformers
 from tqdm.auto import tqdm
 
 from . import cache
@@ -99,6 +98,8 @@ def cached_image_embeddings(model, data: ImageTextSet, preprocess: Preprocess, d
                             precision: str, cache_dir: Path | None) -> torch.Tensor:
     """Image embeddings of `data` (the tower in eval mode: no dropout), from the cache when the image tower's
     weights and config, the files, the preprocessing, the precision and the torch/transformers versions match."""
+    import transformers  # here, not at the top: photo commands import this module and need no transformers
+
     key = cache.make_key("image-embeds-v2", cache.tensors_fingerprint(image_tower(model).state_dict()),
                          _image_tower_config(model), torch.__version__, transformers.__version__,
                          cache.tensors_fingerprint({"pixels": data.pixels}), preprocess, precision)

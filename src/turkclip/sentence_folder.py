@@ -26,6 +26,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from .errors import TurkclipError
+from .model import load_failure, offline_kwargs
 
 ALIGNMENT_FILE = "turkclip_text_tower.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
@@ -56,10 +57,11 @@ def load_encoder(name: str | Path) -> tuple[nn.Module, object]:
         raise TurkclipError(f"text model folder not found: {name}")
     if path.exists() and not (path / "config.json").is_file():
         raise TurkclipError(f"{name} is not a text encoder folder: it has no config.json")
+    local = offline_kwargs(name)  # an unreachable hub: read the local cache only, no minute of retries
     try:
-        config = AutoConfig.from_pretrained(name)
+        config = AutoConfig.from_pretrained(name, **local)
     except (OSError, ValueError) as e:
-        raise TurkclipError(_failure(name, "text model", e)) from None
+        raise TurkclipError(load_failure(name, "text model", e, flag="--text-model")) from None
     if config.model_type == "clip":
         raise TurkclipError(f"{name} is a CLIP model; --text-model takes a text encoder (BERT, DistilBERT, XLM-R, e5…)"
                             " and --model the base CLIP")
@@ -69,17 +71,18 @@ def load_encoder(name: str | Path) -> tuple[nn.Module, object]:
         raise TurkclipError(f"{name} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); copy the encoder's"
                             " tokenizer files into it")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name, **local)
     except (OSError, ValueError, TypeError) as e:
-        raise TurkclipError(_failure(name, "tokenizer", e) + " (a text model folder needs its tokenizer files)") from None
+        raise TurkclipError(load_failure(name, "tokenizer", e, flag="--text-model")
+                            + " (a text model folder needs its tokenizer files)") from None
     if tokenizer is None or len(tokenizer) < 100:  # transformers 5 builds an empty one rather than failing
         raise TurkclipError(f"{name} has no usable tokenizer (tokenizer.json or a vocabulary file)")
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # an unused pooler that is not in the checkpoint is not worth a warning
     try:
-        encoder = AutoModel.from_pretrained(name, dtype=torch.float32, use_safetensors=True)
+        encoder = AutoModel.from_pretrained(name, dtype=torch.float32, use_safetensors=True, **local)
     except (OSError, ValueError, SafetensorError) as e:
-        raise TurkclipError(_failure(name, "text model", e)) from None
+        raise TurkclipError(load_failure(name, "text model", e, flag="--text-model")) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     return encoder, tokenizer
@@ -135,10 +138,3 @@ def load(folder: str | Path):
 def _write(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def _failure(name: str, what: str, error: Exception) -> str:
-    if Path(name).expanduser().exists():
-        return f"could not load the {what} from {name}: {str(error).splitlines()[0]}"
-    return (f"could not load {what} {name!r}: it is not a local folder and the Hugging Face hub is unreachable (or the"
-            f" id is wrong). On a connected machine run `hf download {name} --local-dir DIR` and pass DIR")

@@ -139,9 +139,6 @@ class TowerText:
     def __call__(self, texts: list[str], langs: list[str] | str = "tr") -> dict[str, torch.Tensor]:
         return self.tower.tokenize(list(texts))
 
-    def token_ids(self, texts: list[str], lang: str) -> set[int]:
-        return {i for row in self.tower.tokenize(texts)["input_ids"].tolist() for i in row}
-
 
 class SwappedClip(nn.Module):
     """A frozen base CLIP whose captions go through `tower`; answers like a `CLIPModel`."""
