@@ -70,7 +70,7 @@ def test_image_bank_cache_is_keyed_by_library_versions(tiny_model, tmp_path, mon
     cached_image_embeddings(clip.model, data, clip.preprocess, torch.device("cpu"), "fp32", cache_dir)
     monkeypatch.setattr(torch, "__version__", "99.0")
     cached_image_embeddings(clip.model, data, clip.preprocess, torch.device("cpu"), "fp32", cache_dir)
-    assert len(list(cache_dir.glob("image-embeds-*.safetensors"))) == 3
+    assert len(list(cache_dir.glob("image-embeds-*.npy"))) == 3
 
 
 def test_image_bank_is_embedded_without_dropout(tiny_model, tmp_path):

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cache
+from .data import pixel_store
 from .data.augment import AugmentPolicy, augment_batch, choose_view
 from .data.dataset import ImageTextSet
 from .data.images import Preprocess
@@ -57,7 +58,7 @@ def view_bank(model, data: ImageTextSet, preprocess: Preprocess, device: torch.d
         views = 1  # flip only: every view would be the same image
     mirrors = (False, True) if policy.flip else (False,)
     key = cache.make_key("image-views-v1", cache.tensors_fingerprint(image_tower(model).state_dict()),
-                         cache.tensors_fingerprint({"pixels": data.pixels}), preprocess, precision, str(policy), seed,
+                         pixel_store.fingerprint(data.pixels), preprocess, precision, str(policy), seed,
                          views)
     hit = cache.load(cache_dir, "image-views", key)
     if hit is not None:

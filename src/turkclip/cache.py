@@ -1,19 +1,24 @@
 """A small on-disk cache of tensors, keyed by everything they were computed from.
 
-Used for decoded image pixels and for frozen image-tower embeddings. A key is a hash of
-its parts (file names, sizes and modification times, preprocessing settings, a
+Used for frozen image-tower embeddings (and, through `data.pixel_store`, decoded pixels). A key
+is a hash of its parts (file names, sizes and modification times, preprocessing settings, a
 fingerprint of the weights), so any change to those makes a new entry instead of a stale hit.
-Entries are safetensors files written atomically (temp file + rename).
+Entries are safetensors files, or `.npy` arrays read back memory-mapped (`load_array`: an
+embedding bank of a million images is 2 GB that every process of a run shares through the page
+cache instead of each holding a copy), written atomically (temp file + rename).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
@@ -71,3 +76,44 @@ def save(folder: Path | None, kind: str, key: str, tensors: dict[str, torch.Tens
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def load_array(folder: Path | None, kind: str, key: str) -> torch.Tensor | None:
+    """A cached array, memory-mapped copy-on-write (pages are read when touched; writes stay private), or None."""
+    if folder is None:
+        return None
+    path = Path(folder) / f"{kind}-{key}.npy"
+    if not path.is_file():
+        return None
+    return torch.from_numpy(np.load(path, mmap_mode="c"))
+
+
+def save_array(folder: Path | None, kind: str, key: str, tensor: torch.Tensor) -> None:
+    if folder is None:
+        return
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, tensor.detach().cpu().contiguous().numpy())
+        os.replace(tmp, folder / f"{kind}-{key}.npy")
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """In a torch.distributed run, rank 0 runs the block first and the others after it (they then find its cache
+    entry instead of decoding again); without one, just runs the block."""
+    import torch.distributed as dist
+
+    multi = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    if multi and dist.get_rank() != 0:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if multi and dist.get_rank() == 0:
+            dist.barrier()

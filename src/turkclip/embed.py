@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import cache
+from .data import pixel_store
 from .data.dataset import ImageTextSet
 from .data.images import Preprocess
 from .text import TextEncoder
@@ -100,20 +101,21 @@ def cached_image_embeddings(model, data: ImageTextSet, preprocess: Preprocess, d
     weights and config, the files, the preprocessing, the precision and the torch/transformers versions match."""
     import transformers  # here, not at the top: photo commands import this module and need no transformers
 
-    key = cache.make_key("image-embeds-v2", cache.tensors_fingerprint(image_tower(model).state_dict()),
+    key = cache.make_key("image-embeds-v3", cache.tensors_fingerprint(image_tower(model).state_dict()),
                          _image_tower_config(model), torch.__version__, transformers.__version__,
-                         cache.tensors_fingerprint({"pixels": data.pixels}), preprocess, precision)
-    hit = cache.load(cache_dir, "image-embeds", key)
-    if hit is not None:
-        return hit[0]["embeds"]
-    was_training = model.training
-    model.eval()  # a bank made in train mode would carry one random dropout draw for good
-    try:
-        embeds = embed_images(model, data.pixels, preprocess, device, precision)
-    finally:
-        model.train(was_training)
-    cache.save(cache_dir, "image-embeds", key, {"embeds": embeds}, {"n": len(embeds)})
-    return embeds
+                         pixel_store.fingerprint(data.pixels), preprocess, precision)
+    with cache.main_process_first():  # several processes: one embeds, the others read its entry
+        hit = cache.load_array(cache_dir, "image-embeds", key)  # memory-mapped: processes share one copy
+        if hit is not None:
+            return hit
+        was_training = model.training
+        model.eval()  # a bank made in train mode would carry one random dropout draw for good
+        try:
+            embeds = embed_images(model, data.pixels, preprocess, device, precision)
+        finally:
+            model.train(was_training)
+        cache.save_array(cache_dir, "image-embeds", key, embeds)
+    return cache.load_array(cache_dir, "image-embeds", key) if cache_dir is not None else embeds
 
 
 def _image_tower_config(model) -> dict:

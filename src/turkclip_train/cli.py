@@ -30,9 +30,12 @@ def _model_flags(p: argparse.ArgumentParser, adapter: bool) -> None:
 
 
 def _data_flags(p: argparse.ArgumentParser, precision: str = "auto") -> None:
-    p.add_argument("--captions", required=True,
+    p.add_argument("--captions",
                    help="captions file: Karpathy JSON (TasvirEt), CSV/TSV/JSONL (image,caption[,split]) or Flickr8k.token.txt")
-    p.add_argument("--images", required=True, help="folder the captions' image file names are relative to")
+    p.add_argument("--images", help="folder the captions' image file names are relative to")
+    p.add_argument("--shards", help="instead of --captions/--images: WebDataset tar shards as img2dataset writes them"
+                   " (key.jpg + key.txt or key.json), brace patterns allowed: 'data/{00000..00099}.tar'; decoded once"
+                   " into the pixel cache. Keys name the images (for --rehearsal-captions/--english-captions files)")
     p.add_argument("--lang", default="tr", help="language of --captions (tr folds İ/I the Turkish way; default tr)")
     p.add_argument("--encoding", help="text encoding of the captions file (default: UTF-8, BOMs detected)")
     p.add_argument("--image-column", default="image", help="CSV/JSONL column with the image file name")
@@ -178,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--distill-weight", type=float, default=0.5, help="weight of distillation in --objective mix")
     t.add_argument("--train-split", default="train", help="split to train on (default train)")
     t.add_argument("--val-split", default="val", help="split to validate on each epoch, if present (default val)")
+    t.add_argument("--val-shards", help="with --shards: shards to validate on each epoch (default: no validation)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start; rarely pays on CPU)")
     t.add_argument("--checkpoint-every", type=int, default=50, help="optimizer steps between checkpoints (default 50)")
     t.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint (--output/checkpoint/)")
@@ -188,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    " image's captions counts as a hit), plus the seed's in-batch top-1.")
     _model_flags(e, adapter=True)
     _data_flags(e, precision="fp32")
-    e.add_argument("--split", default="test", help="split to evaluate ('all' for every image; default test)")
+    e.add_argument("--split", default="test", help="split of --captions to evaluate ('all' for every image; default"
+                   " test); --shards are evaluated whole")
     e.add_argument("--english-captions", help="English captions of the same images (e.g. Flickr8k.token.txt):"
                    " evaluated side by side")
     e.add_argument("--compare", action="store_true", help="put the base model beside --adapter and/or --text-model in"

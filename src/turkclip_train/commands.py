@@ -12,7 +12,6 @@ from turkclip import cache
 from turkclip.adapters import LoraSettings, load_adapter
 from turkclip.data.augment import parse_policy
 from turkclip.data.captions import read_captions
-from turkclip.data.dataset import load_image_text_set
 from turkclip.embed import embed_images, resolve_precision
 from turkclip.errors import TurkclipError
 from turkclip.evaluate import evaluate as evaluate_split
@@ -22,6 +21,7 @@ from turkclip.predict import predict as predict_probs
 from turkclip.text_tower import load_text_tower, swap_text_tower
 
 from .distributed import is_main_process
+from .inputs import evaluation_set
 from .report import format_table
 from .train import TrainConfig, train as run_training
 
@@ -41,7 +41,8 @@ def train(args) -> None:
                         targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
                         towers=args.lora_towers)
     cfg = TrainConfig(
-        captions=args.captions, images=args.images, output=args.output, model=args.model, tokenizer=args.tokenizer,
+        captions=args.captions, images=args.images, shards=args.shards, val_shards=args.val_shards, output=args.output,
+        model=args.model, tokenizer=args.tokenizer,
         lang=args.lang, encoding=args.encoding, image_column=args.image_column, caption_column=args.caption_column,
         split_column=args.split_column, train_split=args.train_split, val_split=args.val_split,
         rehearsal_captions=args.rehearsal_captions, rehearsal_lang=args.rehearsal_lang,
@@ -75,9 +76,7 @@ def evaluate(args) -> None:
     device = _device(args.device)
     precision = resolve_precision(args.precision, device)
     clip = load_clip(args.model, args.tokenizer)
-    captions = read_captions(args.captions, args.lang, args.encoding, args.image_column, args.caption_column,
-                             args.split_column).split(args.split)
-    data = load_image_text_set(captions, args.images, clip.preprocess, args.skip_bad_images, _cache_dir(args.cache_dir))
+    data = evaluation_set(args, clip.preprocess, _cache_dir(args.cache_dir))
     english = None
     if args.english_captions:  # its own file: encoding detected, not --encoding
         english = data.with_captions(read_captions(args.english_captions, "en"))
@@ -105,7 +104,7 @@ def evaluate(args) -> None:
         columns["adapter"] = run(replace(clip, model=load_adapter(clip.model, args.adapter)))
     primary = next(reversed(columns))
     result = {**columns[primary], **{k.replace(" ", "_"): v for k, v in columns.items() if k != primary}}
-    result.update(split=args.split, model=args.model, adapter=args.adapter, text_model=args.text_model,
+    result.update(split=None if args.shards else args.split, shards=args.shards, model=args.model, adapter=args.adapter, text_model=args.text_model,
                   skipped_images=len(data.skipped))
     print(format_table(columns, primary="turkish" if data.lang == "tr" else data.lang))
     if data.skipped:
@@ -155,7 +154,8 @@ def _write_card(cfg: TrainConfig) -> None:
                 "batch size": cfg.batch_size * cfg.grad_accum, "learning rate": cfg.lr,
                 "English rehearsal": f"{cfg.rehearsal_ratio:.0%} of items" if cfg.rehearsal_captions else "none",
                 "precision": cfg.precision, "seed": cfg.seed}
-    datasets = [Path(cfg.captions).stem] + ([Path(cfg.rehearsal_captions).stem] if cfg.rehearsal_captions else [])
+    data = Path(cfg.captions).stem if cfg.captions else Path(cfg.shards.split("{")[0].rstrip("/-_.")).name or "shards"
+    datasets = [data] + ([Path(cfg.rehearsal_captions).stem] if cfg.rehearsal_captions else [])
     write_model_card(out, base_model=cfg.model, lang=cfg.lang, datasets=datasets, metrics=best_validation(records),
                      settings=settings, name=cfg.output)
 

@@ -31,7 +31,6 @@ from turkclip.adapters import LoraSettings, attach_lora
 from turkclip.augment_views import view_bank
 from turkclip.data.augment import batch_pixels, parse_policy
 from turkclip.data.captions import read_captions
-from turkclip.data.dataset import load_image_text_set
 from turkclip.data.sampling import epoch_batches
 from turkclip.distill import build_teacher
 from turkclip.embed import cached_image_embeddings, features, resolve_precision, text_features
@@ -43,6 +42,7 @@ from turkclip.processor import save_processor
 from turkclip.text_tower import new_text_tower, swap_text_tower
 
 from . import checkpoint, distributed
+from .inputs import training_sets
 from .logs import MetricsLog, plot_curves
 from .optimizer import clamp_logit_scale, param_groups
 
@@ -54,9 +54,11 @@ _STEP_DELAY = float(os.environ.get("TURKCLIP_TEST_STEP_DELAY", "0"))
 class TrainConfig:
     """Every setting of a run. Defaults reproduce the seed notebook's recipe where it had one."""
 
-    captions: str
-    images: str
+    captions: str | None  # captions file and the images folder it names ...
+    images: str | None
     output: str
+    shards: str | None = None  # ... or WebDataset tar shards, e.g. "data/{00000..00099}.tar"
+    val_shards: str | None = None
     model: str = DEFAULT_MODEL
     tokenizer: str | None = None
     lang: str = "tr"
@@ -124,16 +126,11 @@ def train(cfg: TrainConfig) -> dict:
     device, main = accelerator.device, accelerator.is_main_process
     set_seed(cfg.seed)
 
-    # 1. Data: the train split (one random caption per image per epoch) and, if present, val.
+    # 1. Data: the train split (one random caption per image per epoch) and, if present, val. Pixels are decoded
+    #    once into a file on disk (by one process) and each batch reads its own rows.
     clip = load_clip(cfg.model, cfg.tokenizer)
-    captions = read_captions(cfg.captions, cfg.lang, cfg.encoding, cfg.image_column, cfg.caption_column,
-                             cfg.split_column)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
-    train_set = load_image_text_set(captions.split(cfg.train_split), cfg.images, clip.preprocess,
-                                    cfg.skip_bad_images, cache_dir)
-    has_val = cfg.val_split is not None and cfg.val_split in captions.splits()
-    val_set = load_image_text_set(captions.split(cfg.val_split), cfg.images, clip.preprocess,
-                                  cfg.skip_bad_images, cache_dir) if has_val else None
+    train_set, val_set = training_sets(cfg, clip.preprocess, cache_dir)
     rehearsal = None
     if cfg.rehearsal_captions:
         rehearsal = train_set.with_captions(read_captions(cfg.rehearsal_captions, cfg.rehearsal_lang)).captions

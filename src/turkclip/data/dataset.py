@@ -1,4 +1,4 @@
-"""`ImageTextSet`: one split ready for the model — decoded pixels plus captions per image."""
+"""`ImageTextSet`: one split ready for the model — decoded pixels (on disk, read per batch) plus captions per image."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ import torch
 from .. import cache
 from ..errors import TurkclipError
 from .captions import CaptionSet
-from .images import Preprocess, check_bad, check_present, load_images, resolve
+from .images import Preprocess, try_load, check_bad, check_present, decode_in_order, resolve
+from .pixel_store import PixelStore, open_store, write_store
 
 
 @dataclass
 class ImageTextSet:
     filenames: list[str]
-    pixels: torch.Tensor  # uint8 [N, 3, S, S], CLIP-resized and cropped
+    pixels: PixelStore | torch.Tensor  # uint8 [N, 3, S, S], CLIP-resized and cropped; indexed per batch
     captions: list[list[str]]  # captions of image i (may be empty: then it is gallery only)
     lang: str
     skipped: list[tuple[str, str]]  # (filename, problem) of images left out
@@ -50,14 +51,19 @@ def load_image_text_set(
         if first.setdefault(os.path.normpath(name), name) != name:
             raise TurkclipError(f"{captions.source}: {first[os.path.normpath(name)]!r} and {name!r} are the same"
                                 " image file; list each image once")
-    key = cache.make_key("pixels-v1", cache.files_fingerprint([resolve(root, n) for n in names]), preprocess.size)
-    hit = cache.load(cache_dir, "pixels", key)
-    if hit is not None:
-        tensors, meta = hit
-        pixels, kept, bad = tensors["pixels"], tensors["kept"].tolist(), [tuple(b) for b in meta["bad"]]
-    else:
-        pixels, kept, bad = load_images(root, names, preprocess.size)
-        cache.save(cache_dir, "pixels", key, {"pixels": pixels, "kept": torch.tensor(kept)}, {"bad": bad})
+    paths = [resolve(root, n) for n in names]
+    key = cache.make_key("pixels-v2", cache.files_fingerprint(paths), preprocess.size)
+    with cache.main_process_first():  # several processes: one decodes, the others read its cache entry
+        found = open_store(cache_dir, key, preprocess.size)
+        if found is None:
+            found = write_store(cache_dir, key, preprocess.size,
+                                decode_in_order(paths, lambda p: try_load(p, preprocess.size)), len(paths))
+    pixels, meta = found
+    failed = {position for position, _ in meta["problems"]}
+    kept = [i for i in range(len(names)) if i not in failed]
+    bad = [(names[position], problem) for position, problem in meta["problems"]]
+    if not kept:
+        raise TurkclipError(f"none of the {len(names)} images under {root} could be read (first: {bad[0][0]}: {bad[0][1]})")
     check_bad(root, bad, len(names), skip_bad)
     return ImageTextSet(
         filenames=[names[i] for i in kept],

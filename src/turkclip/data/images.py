@@ -13,10 +13,12 @@ leave the images root.
 
 from __future__ import annotations
 
+import io
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -63,8 +65,9 @@ def resolve(root: Path, filename: str) -> Path:
     return path
 
 
-def load_image(path: Path, size: int) -> np.ndarray:
-    """Decode, resize the short side to `size` (bicubic) and centre-crop: uint8 [3, size, size]."""
+def load_image(path: Path | io.BytesIO, size: int) -> np.ndarray:
+    """Decode (a file, or bytes in a BytesIO), resize the short side to `size` (bicubic) and centre-crop:
+    uint8 [3, size, size]."""
     with Image.open(path) as im:
         im = _to_rgb(im)
         w, h = im.size
@@ -93,15 +96,42 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def _try_load(path: Path, size: int) -> np.ndarray | str:
+_DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+def try_load(path: Path, size: int) -> np.ndarray | str:
     if not _is_file(path):
         return "missing"
     try:
         if path.stat().st_size == 0:
             return "empty file"
         return load_image(path, size)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except _DECODE_ERRORS as e:
         return f"unreadable ({type(e).__name__}: {e})"
+
+
+def try_decode(data: bytes | None, size: int) -> np.ndarray | str:
+    """`load_image` of an image's bytes (e.g. from a tar shard), or the problem as a string."""
+    if not data:
+        return "no image" if data is None else "empty image"
+    try:
+        return load_image(io.BytesIO(data), size)
+    except _DECODE_ERRORS as e:
+        return f"unreadable ({type(e).__name__}: {e})"
+
+
+def decode_in_order(jobs: Iterable, decode: Callable, workers: int | None = None, chunk: int = 256) -> Iterator:
+    """`decode(job)` for every job, in order, on a thread pool (PIL releases the GIL while decoding), at most
+    `chunk` results in memory at a time."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(workers) as pool:
+        batch = []
+        for job in jobs:
+            batch.append(job)
+            if len(batch) == chunk:
+                yield from pool.map(decode, batch)
+                batch = []
+        yield from pool.map(decode, batch)
 
 
 def load_images(
@@ -119,7 +149,7 @@ def load_images(
     paths = [resolve(root, name) for name in filenames]
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(workers) as pool:
-        results = list(tqdm(pool.map(lambda p: _try_load(p, size), paths), total=len(paths),
+        results = list(tqdm(pool.map(lambda p: try_load(p, size), paths), total=len(paths),
                             desc="decoding images", unit="img", leave=False, disable=None))  # None: not on a pipe
     kept = [i for i, r in enumerate(results) if not isinstance(r, str)]
     bad = [(filenames[i], r) for i, r in enumerate(results) if isinstance(r, str)]
