@@ -30,11 +30,9 @@ from tqdm.auto import tqdm
 class PixelStore:
     """uint8 images [N, 3, S, S] in a file, indexed like a tensor: `store[i]`, `store[a:b]`, `store[idx]`."""
 
-    def __init__(self, path: str | Path, count: int, size: int, rows: np.ndarray | None = None,
-                 fingerprint: str = "", keep_alive=None):
+    def __init__(self, path: str | Path, count: int, size: int, fingerprint: str = "", keep_alive=None):
         self.path, self.count, self.size = Path(path), count, size
-        self.rows = rows  # row numbers in the file of this view's images (None: all, in order)
-        self.fingerprint = fingerprint  # names the file's contents (its cache key) and this view's rows
+        self.fingerprint = fingerprint  # names the file's contents: its cache key
         self._keep_alive = keep_alive  # e.g. the temporary folder holding the file
         self._fd, self._pid = None, None
 
@@ -47,13 +45,7 @@ class PixelStore:
         return (len(self), 3, self.size, self.size)
 
     def __len__(self) -> int:
-        return self.count if self.rows is None else len(self.rows)
-
-    def subset(self, indices) -> "PixelStore":
-        """A view of some images (no copy): `indices` into this view."""
-        rows = self._file_rows(np.asarray(indices, dtype=np.int64))
-        tag = f"{self.fingerprint}/{hash_rows(rows)}"
-        return PixelStore(self.path, self.count, self.size, rows, tag, self._keep_alive)
+        return self.count
 
     def __getitem__(self, key) -> torch.Tensor:
         if isinstance(key, (int, np.integer)):
@@ -65,10 +57,7 @@ class PixelStore:
         idx = np.asarray(key, dtype=np.int64).reshape(-1)
         if len(idx) and (idx.min() < -len(self) or idx.max() >= len(self)):
             raise IndexError(f"image index out of range for {len(self)} images")
-        return torch.from_numpy(self._read(self._file_rows(idx % max(1, len(self)))))
-
-    def _file_rows(self, idx: np.ndarray) -> np.ndarray:
-        return idx if self.rows is None else self.rows[idx]
+        return torch.from_numpy(self._read(idx % max(1, len(self))))
 
     def _read(self, rows: np.ndarray) -> np.ndarray:
         """Rows in the asked order; each run of consecutive rows is one read straight into the output."""
@@ -109,12 +98,6 @@ class PixelStore:
         if self._fd is not None and self._pid == os.getpid():
             with contextlib.suppress(OSError):
                 os.close(self._fd)
-
-
-def hash_rows(rows: np.ndarray) -> str:
-    import hashlib
-
-    return hashlib.blake2b(np.ascontiguousarray(rows, dtype=np.int64).tobytes(), digest_size=8).hexdigest()
 
 
 def fingerprint(pixels) -> str:
