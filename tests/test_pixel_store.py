@@ -76,3 +76,45 @@ def test_a_store_crosses_a_fork_with_its_own_descriptor(tmp_path):
 
 def _sum_rows(store: PixelStore) -> int:
     return int(store[:].long().sum())
+
+
+_TWO_RANKS = """
+import json, os, sys
+import torch.distributed as dist
+from pathlib import Path
+import turkclip.data.dataset as dataset
+from turkclip.data.captions import read_captions
+from turkclip.data.images import Preprocess
+
+dist.init_process_group("gloo")
+rank, out = dist.get_rank(), Path(sys.argv[1])
+real = dataset.decode_in_order
+decoded = []
+dataset.decode_in_order = lambda jobs, *a, **k: real(list(jobs), *a, **k) if decoded.append(1) is None else None
+data = dataset.load_image_text_set(read_captions(out / "c.csv", "tr"), out / "images", Preprocess(size=16),
+                                   cache_dir=out / "cache")
+(out / f"rank{rank}.json").write_text(json.dumps({"decoded": len(decoded), "sum": int(data.pixels[:].long().sum())}))
+dist.destroy_process_group()
+"""
+
+
+def test_two_processes_decode_once_and_read_the_same_rows(tmp_path, tiny_images):
+    """Under torchrun, rank 0 decodes into the cache while rank 1 waits, then rank 1 reads rank 0's file."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    assert tiny_images == tmp_path / "images"
+    (tmp_path / "c.csv").write_text("image,caption\n" + "".join(f"{i:02d}.jpg,resim {i}\n" for i in range(12)))
+    (tmp_path / "two_ranks.py").write_text(_TWO_RANKS)
+    src = str(Path(__file__).parents[1] / "src")
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(tmp_path / "two_ranks.py"), str(tmp_path)], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["decoded"] for r in ranks] == [1, 0]
+    assert ranks[0]["sum"] == ranks[1]["sum"] > 0
