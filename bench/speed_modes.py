@@ -289,7 +289,8 @@ def prepare(args) -> dict:
     start = time.perf_counter()
     data = load_image_text_set(read_captions(args.captions, "tr").split("train"), args.image_dir, clip.preprocess,
                                cache_dir=Path(args.cache_dir))
-    out.update(decode_images_s=time.perf_counter() - start, images=len(data), pixels_mb=len(data.pixels) * 3 * data.pixels.shape[-1] ** 2 / 2**20)
+    out.update(decode_images_s=time.perf_counter() - start, images=len(data),
+               pixels_mb=len(data.pixels) * 3 * data.pixels.shape[-1] ** 2 / 2**20)
     return out
 
 
