@@ -185,11 +185,10 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
                             f" (first: {bad[0][0]}: {bad[0][3]})")
     unchanged = (not todo and not report.removed and not old["pending"] and old["generation"] > 0
                  and len(bad) == len(old["bad"]))
-    if not unchanged and shard.is_writer():
+    if not unchanged:
         meta["generation"] += 1
         meta["bad"] = report.bad
-        _write_index(output, rows, entries, meta)
-    shard.barrier()  # the other processes read the index once rank 0 has written it
+        shard.once(lambda: _write_index(output, rows, entries, meta))  # rank 0 writes; the others wait for it
     report.index = open_index(output)
     report.seconds = time.perf_counter() - start
     return report
@@ -244,8 +243,8 @@ def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progres
         ok = [by_name[name] for names, _ in shares for name in names]
         bad_rows = [[name, by_name[name].size, by_name[name].mtime_ns, problem]
                     for _, share_problems in shares for name, problem in share_problems]
-        if shard.is_writer():
-            _save_chunk(output / "chunks", f"g{meta['generation']}-{n:06d}", ok, emb, bad_rows, meta)
+        # rank 0 saves the chunk (an error there, e.g. a full disk, is raised on every process)
+        shard.once(lambda: _save_chunk(output / "chunks", f"g{meta['generation']}-{n:06d}", ok, emb, bad_rows, meta))
         for f, e in zip(ok, emb):
             entries[f.path] = (f.stamp, e)
         bad += bad_rows

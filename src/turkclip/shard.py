@@ -101,8 +101,8 @@ def gather_objects(obj) -> list:
 
 
 def once(fn: Callable):
-    """`fn()` computed by rank 0 only and handed to every process (e.g. metrics from gathered embeddings).
-    An exception raised by `fn` is raised on every process, so none is left waiting."""
+    """`fn()` run by rank 0 only (metrics from gathered embeddings, writing a file); every process waits for it
+    and gets its result. An exception raised by `fn` is raised on every process, so none is left waiting."""
     rank, world = rank_and_world()
     if world == 1:
         return fn()
@@ -117,12 +117,6 @@ def once(fn: Callable):
     if not ok:
         raise value
     return value
-
-
-def barrier() -> None:
-    """Wait for every process (e.g. until rank 0 has written a file the others read)."""
-    if rank_and_world()[1] > 1:
-        dist.barrier()
 
 
 def _collective_device() -> torch.device:
