@@ -44,3 +44,15 @@ def test_checkpoint_restores_each_process_its_own_rng_state(tmp_path):
         expected = torch.rand(4)
         checkpoint.load(tmp_path, model, optimizer, scheduler, rank)
         assert torch.equal(torch.rand(4), expected), rank
+
+
+def test_evaluate_and_index_processes_take_their_own_gpu():
+    """Under torchrun each process of `evaluate`/`index` uses cuda:LOCAL_RANK; naming one GPU would put every process
+    on it (NCCL refuses that), so it is one line of error. (Only the flag is read: no GPU is needed.)"""
+    from turkclip.errors import TurkclipError
+    from turkclip_train.distributed import _process_device
+
+    assert _process_device("cuda", 1) == torch.device("cuda", 1)
+    assert _process_device("cpu", 1) == torch.device("cpu")
+    with pytest.raises(TurkclipError, match="cuda:LOCAL_RANK"):
+        _process_device("cuda:1", 0)

@@ -45,6 +45,21 @@ def _write_data(root: Path) -> tuple[Path, Path]:
                                   split=lambda i: "train" if i < 17 else "val")
 
 
+def workers(launcher: int) -> dict[int, int]:
+    """{rank: pid} of the processes a launcher started (its children, found by their RANK variable)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            environ = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        rank = [e for e in environ if e.startswith(b"RANK=")]
+        if ppid == launcher and rank:
+            found[int(rank[0][5:])] = int(stat.parent.name)
+    return found
+
+
 class Launch:
     """One multi-process launch (`launcher` + `turkclip train` flags); output to `label`.log/.err."""
 
@@ -65,18 +80,7 @@ class Launch:
             return None
 
     def workers(self) -> dict[int, int]:
-        """{rank: pid} of the training processes (the launcher's children, found by their RANK variable)."""
-        found = {}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-                environ = (stat.parent / "environ").read_bytes().split(b"\0")
-            except (OSError, IndexError, ValueError):
-                continue
-            rank = [e for e in environ if e.startswith(b"RANK=")]
-            if ppid == self.proc.pid and rank:
-                found[int(rank[0][5:])] = int(stat.parent.name)
-        return found
+        return workers(self.proc.pid)
 
     def wait_for(self, ready, what: str) -> None:
         deadline = time.monotonic() + 180
@@ -164,6 +168,19 @@ def test_one_writer_one_validation_per_epoch(runs):
         assert keys == [(r["kind"], r["step"]) for r in _records(runs.root / "single")], name  # nothing doubled
         assert [r["epoch"] for r in records if r["kind"] == "val"] == list(range(1, EPOCHS + 1)), name
     assert "Traceback" not in runs.errors["uninterrupted"]
+
+
+def test_validation_in_two_processes_gives_one_process_metrics(runs):
+    """Validation embeds a share per process (3 val images: 2 + 1; 6 captions: 3 + 3), is logged once per epoch, and
+    its metrics are the one process's (the adapters agree to 1e-5, and the ranks are computed once, by rank 0)."""
+    two = [r for r in _records(runs.root / "uninterrupted") if r["kind"] == "val"]
+    one = [r for r in _records(runs.root / "single") if r["kind"] == "val"]
+    assert [r["epoch"] for r in two] == [r["epoch"] for r in one] == list(range(1, EPOCHS + 1))
+    for a, b in zip(one, two):
+        assert (b["n_images"], b["n_texts"]) == (a["n_images"], a["n_texts"]) == (3, 6)
+        for direction in ("text_to_image", "image_to_text"):
+            for key in ("R@1", "R@5", "R@10", "mean_rank", "median_rank"):
+                assert b[direction][key] == pytest.approx(a[direction][key], abs=1e-6), (direction, key)
 
 
 def test_ctrl_c_on_one_rank_stops_every_rank_at_the_same_step(runs):

@@ -1,10 +1,15 @@
-"""Evaluate a CLIP (base, or base + adapter) on one split: retrieval metrics both ways."""
+"""Evaluate a CLIP (base, or base + adapter) on one split: retrieval metrics both ways.
+
+Under several processes (torchrun) every process embeds a share of the images and captions (`shard`), and
+the metrics are computed once, by rank 0, from the gathered embeddings: every process returns the same dict.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from . import shard
 from .data.dataset import ImageTextSet
 from .data.images import Preprocess
 from .embed import embed_images, embed_texts
@@ -22,11 +27,23 @@ def evaluate(model, text: TextEncoder, preprocess: Preprocess, data: ImageTextSe
     model.eval()
     try:
         if image_emb is None:
-            image_emb = embed_images(model, data.pixels, preprocess, device, precision)
+            image_emb = image_embeddings(model, data, preprocess, device, precision)
         texts, text_image = data.texts()
-        text_emb = embed_texts(model, text, texts, data.lang, device, precision)
+        text_emb = shard.embed(texts, lambda part: embed_texts(model, text, part, data.lang, device, precision))
     finally:
         model.train(was_training)
+    return shard.once(lambda: _metrics(text_emb, image_emb, text_image, precision))
+
+
+def image_embeddings(model, data: ImageTextSet, preprocess: Preprocess, device: torch.device,
+                     precision: str = "fp32") -> torch.Tensor:
+    """Unnormalised embeddings of the split's images [N, D], a share per process; every process gets them all."""
+    progress = shard.is_writer()  # one progress bar, not one per process
+    return shard.embed(data.pixels, lambda part: embed_images(model, part, preprocess, device, precision,
+                                                              progress=progress))
+
+
+def _metrics(text_emb: torch.Tensor, image_emb: torch.Tensor, text_image: torch.Tensor, precision: str) -> dict:
     text_emb, image_emb = F.normalize(text_emb, dim=-1), F.normalize(image_emb, dim=-1)
     result = retrieval_metrics(text_emb, image_emb, text_image)
     result["legacy_in_batch_top1"] = legacy_in_batch_top1(text_emb, image_emb[text_image])

@@ -18,10 +18,16 @@ ones are embedded, deleted ones are dropped.
 
 float16 on disk halves the size (1 KiB per photo at D=512) and costs nothing measurable in
 ranking; `open_index` returns float32 for search.
+
+Under several processes (torchrun) every process plans the same work from the folder (they check that they
+agree), decodes and embeds its share of each chunk (`shard`), and receives the whole chunk's embeddings;
+rank 0 alone writes the chunk files and the index. A chunk is still the unit of saving, so resuming after a
+kill works as with one process, with any number of processes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -34,7 +40,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from . import cache
+from . import cache, shard
 from .data.images import load_images
 from .errors import TurkclipError
 from .photo_files import PHOTO_SUFFIXES, PhotoFile, scan_photos
@@ -167,9 +173,11 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
     report.added = sum(1 for f in todo if f.path not in old["indexed"])
     report.changed = len(todo) - report.added
     bad = list(known_bad.values())
+    done = _chunks_done(output, meta["generation"])
+    _check_same_plan(todo, meta, done)
 
     if todo:
-        bad += _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress)
+        bad += _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress, done)
     report.bad = sorted(bad)
     rows = [p for p in sorted(entries) if p in present]
     if not rows:
@@ -180,40 +188,63 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
     if not unchanged:
         meta["generation"] += 1
         meta["bad"] = report.bad
-        _write_index(output, rows, entries, meta)
+        shard.once(lambda: _write_index(output, rows, entries, meta))  # rank 0 writes; the others wait for it
     report.index = open_index(output)
     report.seconds = time.perf_counter() - start
     return report
 
 
-def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress) -> list[list]:
-    """Embed `todo` a chunk at a time, saving each chunk before the next; returns the unreadable files."""
+def _chunks_done(output: Path, generation: int) -> int:
+    """How many chunks of this generation an interrupted run left (the next chunk's number)."""
+    chunks = output / "chunks"
+    return len(list(chunks.glob(f"chunk-g{generation}-*.safetensors"))) if chunks.is_dir() else 0
+
+
+def _check_same_plan(todo: list[PhotoFile], meta: dict, done: int) -> None:
+    """Several processes: each scanned the folder itself; a photo added or changed between their scans would
+    split the chunks differently, so they compare what they are about to do and refuse if it differs."""
+    if shard.rank_and_world()[1] == 1:
+        return
+    plan = hashlib.sha256(json.dumps([[f.path, f.stamp] for f in todo] + [meta, done], default=str).encode())
+    if len(set(shard.gather_objects(plan.hexdigest()))) > 1:
+        raise TurkclipError(f"the photos under {meta['root']} changed while the processes were scanning them;"
+                            " run the same command again")
+
+
+def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress, done) -> list[list]:
+    """Embed `todo` a chunk at a time, saving each chunk before the next; returns the unreadable files.
+    Several processes: each decodes and embeds its share of a chunk, all receive the chunk, rank 0 saves it."""
     from .embed import embed_images
     from .model import load_clip
 
     clip = load_clip(meta["model"], meta["tokenizer"], adapter=meta["adapter"])
     device = torch.device(device)
     clip.model.to(device).eval()
-    chunks = output / "chunks"
-    done = len(list(chunks.glob(f"chunk-g{meta['generation']}-*.safetensors"))) if chunks.is_dir() else 0
+    rank, world = shard.rank_and_world()
     bad = []
-    bar = tqdm(total=len(todo), desc="indexing photos", unit="photo", disable=None if progress else True)
+    bar = tqdm(total=len(todo), desc="indexing photos", unit="photo",
+               disable=None if progress and rank == 0 else True)
     parts = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
-    # the next chunk is decoded (PIL, threads) while this one is embedded (torch): both cores stay busy
+    mine = [part[shard.share(len(part), rank, world)] for part in parts]  # this process's share of each chunk
+    # the next share is decoded (PIL, threads) while this one is embedded (torch): both cores stay busy
     prefetch = ThreadPoolExecutor(1)
-    decoding = prefetch.submit(_decode, root, [f.path for f in parts[0]], clip.preprocess.size)
+    decoding = prefetch.submit(_decode, root, [f.path for f in mine[0]], clip.preprocess.size)
     for n, part in enumerate(parts, start=done):
         pixels, kept, problems = decoding.result()
         if n - done + 1 < len(parts):
-            decoding = prefetch.submit(_decode, root, [f.path for f in parts[n - done + 1]], clip.preprocess.size)
-        by_name = {f.path: f for f in part}
-        bad_rows = [[name, by_name[name].size, by_name[name].mtime_ns, problem] for name, problem in problems]
-        ok = [part[i] for i in kept]
-        emb = torch.zeros(0, 0, dtype=torch.float16)
-        if ok:
+            decoding = prefetch.submit(_decode, root, [f.path for f in mine[n - done + 1]], clip.preprocess.size)
+        emb = None
+        if kept:
             emb = F.normalize(embed_images(clip.model, pixels, clip.preprocess, device, meta["precision"],
-                                           progress=False), dim=-1).half()
-        _save_chunk(chunks, f"g{meta['generation']}-{n:06d}", ok, emb, bad_rows, meta)
+                                           progress=False), dim=-1)
+        emb = shard.gather_rows(emb).half()  # every share's rows, in the chunk's order
+        shares = shard.gather_objects(([mine[n - done][i].path for i in kept], problems))
+        by_name = {f.path: f for f in part}
+        ok = [by_name[name] for names, _ in shares for name in names]
+        bad_rows = [[name, by_name[name].size, by_name[name].mtime_ns, problem]
+                    for _, share_problems in shares for name, problem in share_problems]
+        # rank 0 saves the chunk (an error there, e.g. a full disk, is raised on every process)
+        shard.once(lambda: _save_chunk(output / "chunks", f"g{meta['generation']}-{n:06d}", ok, emb, bad_rows, meta))
         for f, e in zip(ok, emb):
             entries[f.path] = (f.stamp, e)
         bad += bad_rows
@@ -227,6 +258,8 @@ def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progres
 
 def _decode(root: Path, names: list[str], size: int):
     """The project's decoder on one chunk: (pixels, indices that loaded, [(name, problem)])."""
+    if not names:  # a process's share of a chunk smaller than the number of processes
+        return None, [], []
     try:
         return load_images(root, names, size, workers=min(4, os.cpu_count() or 1))
     except TurkclipError:  # not one file of this chunk could be read: ask file by file for the reasons
@@ -235,7 +268,8 @@ def _decode(root: Path, names: list[str], size: int):
             try:
                 load_images(root, [name], size, workers=1)
             except TurkclipError as e:
-                problems.append((name, str(e).rsplit(": ", 1)[-1].rstrip(")")))
+                # "none of the 1 images ... (first: NAME: PROBLEM)" → PROBLEM, worded as in a chunk that loaded
+                problems.append((name, str(e).split(f"(first: {name}: ", 1)[-1].removesuffix(")")))
         return None, [], problems
 
 

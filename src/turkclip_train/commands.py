@@ -12,15 +12,15 @@ from turkclip import cache
 from turkclip.adapters import LoraSettings, load_adapter
 from turkclip.data.augment import parse_policy
 from turkclip.data.captions import read_captions
-from turkclip.embed import embed_images, resolve_precision
+from turkclip.embed import resolve_precision
 from turkclip.errors import TurkclipError
-from turkclip.evaluate import evaluate as evaluate_split
+from turkclip.evaluate import evaluate as evaluate_split, image_embeddings
 from turkclip.model import load_clip, save_clip
 from turkclip.model_card import best_validation, write_model_card
 from turkclip.predict import predict as predict_probs
 from turkclip.text_tower import load_text_tower, swap_text_tower
 
-from .distributed import is_main_process
+from .distributed import is_main_process, process_group
 from .inputs import evaluation_set
 from .report import format_table
 from .train import TrainConfig, train as run_training
@@ -73,7 +73,11 @@ def evaluate(args) -> None:
     if args.adapter and args.text_model and not args.compare:
         raise TurkclipError("--adapter and --text-model are two roads to the same goal; pass --compare to put them side"
                             " by side, or give one")
-    device = _device(args.device)
+    with process_group(args.device) as device:  # under torchrun: every process embeds a share, rank 0 reports
+        _evaluate(args, device)
+
+
+def _evaluate(args, device: torch.device) -> None:
     precision = resolve_precision(args.precision, device)
     clip = load_clip(args.model, args.tokenizer)
     data = evaluation_set(args, clip.preprocess, _cache_dir(args.cache_dir))
@@ -92,7 +96,7 @@ def evaluate(args) -> None:
     # The base and a text tower share the base's image tower: its embeddings are computed once for both.
     images = None
     if args.compare or args.text_model or not args.adapter:
-        images = embed_images(clip.model.to(device).eval(), data.pixels, clip.preprocess, device, precision)
+        images = image_embeddings(clip.model.to(device).eval(), data, clip.preprocess, device, precision)
     # Order matters: PEFT writes LoRA layers into the base model it wraps, so the adapter comes last.
     columns = {}
     if args.compare or not (args.adapter or args.text_model):
@@ -104,8 +108,10 @@ def evaluate(args) -> None:
         columns["adapter"] = run(replace(clip, model=load_adapter(clip.model, args.adapter)))
     primary = next(reversed(columns))
     result = {**columns[primary], **{k.replace(" ", "_"): v for k, v in columns.items() if k != primary}}
-    result.update(split=None if args.shards else args.split, shards=args.shards, model=args.model, adapter=args.adapter, text_model=args.text_model,
-                  skipped_images=len(data.skipped))
+    result.update(split=None if args.shards else args.split, shards=args.shards, model=args.model,
+                  adapter=args.adapter, text_model=args.text_model, skipped_images=len(data.skipped))
+    if not is_main_process():  # several processes: one of them reports
+        return
     print(format_table(columns, primary="turkish" if data.lang == "tr" else data.lang))
     if data.skipped:
         print(f"skipped {len(data.skipped)} missing or unreadable images (--skip-bad-images)")

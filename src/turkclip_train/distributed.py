@@ -10,14 +10,21 @@ gathered with padding, so every process runs the same number of steps.
 Every decision that ends or changes the loop (Ctrl-C, a non-finite loss) is all-reduced, so all
 processes stop at the same step; a process that left alone would leave the others blocked in the gather.
 With one process every function here is a plain no-op.
+
+`evaluate` and `index` join the launched processes through `process_group` and split their embedding with
+`turkclip.shard`.
 """
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
+
+from turkclip.errors import TurkclipError
+from turkclip.shard import share
 
 
 def is_main_process() -> bool:
@@ -34,14 +41,7 @@ def local_batches(global_batches: list[list], rank: int, world: int) -> list[lis
 
     A global batch with fewer items than processes (only ever the last one) is dropped, so that every
     process has at least one item in every step."""
-    out = []
-    for batch in global_batches:
-        if len(batch) < world:
-            continue
-        size, extra = divmod(len(batch), world)
-        start = rank * size + min(rank, extra)
-        out.append(batch[start : start + size + (rank < extra)])
-    return out
+    return [batch[share(len(batch), rank, world)] for batch in global_batches if len(batch) >= world]
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
@@ -102,3 +102,32 @@ def rng_states() -> list[dict] | None:
     states = [None] * dist.get_world_size()
     dist.all_gather_object(states, mine)
     return states
+
+
+@contextmanager
+def process_group(device_flag: str | None):
+    """For `turkclip evaluate` and `index`: join the processes torchrun (or `accelerate launch`) started, for the
+    command's duration, and yield this process's device — its own GPU (cuda:LOCAL_RANK, NCCL) or the CPU (gloo).
+    Started alone, it yields the plain device and makes no group. (`train` joins through Accelerate instead.)"""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1 or dist.is_initialized():
+        yield torch.device(device_flag or ("cuda" if torch.cuda.is_available() else "cpu"))
+        return
+    device = _process_device(device_flag, int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield device
+    finally:
+        dist.destroy_process_group()
+
+
+def _process_device(flag: str | None, local_rank: int) -> torch.device:
+    wanted = torch.device(flag or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if wanted.type != "cuda":
+        return wanted
+    if wanted.index is not None:
+        raise TurkclipError(f"--device {flag} names one GPU, but each of the launched processes takes its own"
+                            " (cuda:LOCAL_RANK): pass --device cuda, or leave it out")
+    return torch.device("cuda", local_rank)

@@ -18,12 +18,16 @@ def _device(flag: str | None) -> torch.device:
 def index(args) -> None:
     from turkclip.photo_index import build_index
 
+    from .distributed import is_main_process, process_group
+
     if args.chunk_size < 1:
         raise TurkclipError(f"--chunk-size must be at least 1, not {args.chunk_size}")
-    device = _device(args.device)
-    report = build_index(args.folder, args.output, args.model, args.adapter, args.tokenizer, device,
-                         resolve_precision(args.precision, device), args.chunk_size, progress=not args.no_progress,
-                         text_model=args.text_model)
+    with process_group(args.device) as device:  # under torchrun: every process embeds a share, rank 0 writes
+        report = build_index(args.folder, args.output, args.model, args.adapter, args.tokenizer, device,
+                             resolve_precision(args.precision, device), args.chunk_size, progress=not args.no_progress,
+                             text_model=args.text_model)
+    if not is_main_process():  # several processes: one of them reports
+        return
     for path, _size, _mtime, problem in report.bad:
         print(f"skipped {path}: {problem}")
     idx = report.index

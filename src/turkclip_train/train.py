@@ -262,11 +262,11 @@ def train(cfg: TrainConfig) -> dict:
                     raise Interrupted(f"interrupted: checkpoint saved at step {position['global_step']};"
                                       f" continue with the same command and --resume")
 
-            # End of epoch: validate, keep the best adapter, checkpoint the position.
+            # End of epoch: validate (every process embeds a share), keep the best adapter, checkpoint the position.
+            metrics = None if val_set is None else evaluate(accelerator.unwrap_model(net).model, clip.text, clip.preprocess,
+                                                            val_set, device, precision, image_emb=val_bank)
             if main:
-                if val_set is not None:
-                    metrics = evaluate(accelerator.unwrap_model(net).model, clip.text, clip.preprocess, val_set, device,
-                                       precision, image_emb=val_bank)
+                if metrics is not None:
                     log.write(kind="val", epoch=epoch + 1, step=position["global_step"], **metrics)
                     score = metrics["mean_recall"]
                     bar.write(f"epoch {epoch + 1}: val text→image R@1 {metrics['text_to_image']['R@1']:.2f}"
