@@ -50,7 +50,8 @@ class Preprocess:
         """uint8 [N, 3, S, S] → float [N, 3, S, S], on whatever device `pixels` is on."""
         mean = torch.tensor(self.mean, device=pixels.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=pixels.device).view(1, 3, 1, 1)
-        return (pixels.float() / 255.0 - mean) / std
+        # in place on a fresh float copy: one batch-sized float tensor instead of three
+        return pixels.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)
 
 
 def resolve(root: Path, filename: str) -> Path:
