@@ -273,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from importlib import import_module
 
+    from .memory import release_freed_memory
+
+    release_freed_memory()  # evaluate, index, train: RSS stays at the working set (memory.py)
     try:  # the photo commands live apart from training: `turkclip index` on an unchanged folder imports little
         commands = import_module(".photo_commands" if args.command in PHOTO_COMMANDS else ".commands", __package__)
         return getattr(commands, args.command.replace("-", "_"))(args) or 0

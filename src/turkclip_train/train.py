@@ -44,6 +44,7 @@ from turkclip.text_tower import new_text_tower, swap_text_tower
 from . import checkpoint, distributed
 from .inputs import training_sets
 from .logs import MetricsLog, plot_curves
+from .memory import release_freed_memory
 from .optimizer import clamp_logit_scale, param_groups
 
 # Test hook: seconds to sleep after each optimizer step, so tests/test_resume.py can interrupt a run mid-epoch.
@@ -115,6 +116,7 @@ class ContrastiveModel(torch.nn.Module):
 
 def train(cfg: TrainConfig) -> dict:
     started = time.perf_counter()
+    release_freed_memory()  # RSS stays at the working set over long runs (memory.py)
     out = Path(cfg.output)
     _check_output(out, cfg.resume)
     text_only = cfg.text_model is not None or (cfg.lora is not None and cfg.lora.towers == "text")
