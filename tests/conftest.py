@@ -46,6 +46,17 @@ def tiny_images(tmp_path) -> Path:
     return folder
 
 
+@pytest.fixture
+def one_thread():
+    """In-process training on one thread: on a busy 2-core machine two OpenMP threads make tiny steps ~100x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path, monkeypatch):
     """Never touch the user's ~/.cache/turkclip from tests; no hub access either."""

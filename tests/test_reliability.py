@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from turkclip.adapters import LoraSettings, attach_lora, load_adapter
@@ -76,15 +75,6 @@ def _one_error_line(err: str, command: str) -> str:
     assert len(lines) == 1, err
     assert lines[0].startswith(f"turkclip {command}: error: ")
     return lines[0]
-
-
-@pytest.fixture
-def one_thread():
-    """In-process training on one thread: on a busy 2-core machine two OpenMP threads make tiny steps ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- captions files ----------------------------------------------------------------------------

@@ -39,14 +39,6 @@ def _good(key: str, seed: int, caption: str = "kırmızı bir top") -> list[tupl
     return [(f"{key}.jpg", _jpeg(seed)), (f"{key}.txt", caption.encode())]
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_keys_split_at_the_first_dot_of_the_file_name():
     assert split_key("000012.jpg") == ("000012", "jpg")
     assert split_key("a.b/000012.tr.TXT") == ("a.b/000012", "tr.txt")
