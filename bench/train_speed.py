@@ -40,6 +40,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         " epochs. Text-only modes always run a whole epoch (they are fast)")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps at the start of each mode")
     p.add_argument("--modes", default="seed,both,text,bank,raw,eval,growth")
+    p.add_argument("--lora-layers", default="6,4,2",
+                   help="for the `top` mode: one text-only run per N, LoRA in the top N text layers (--lora-layers N)")
     p.add_argument("--precisions", default="fp32,bf16", help="fp32 and/or bf16 autocast (the seed loop is fp32 only)")
     p.add_argument("--dropouts", default="0.1,0.0", help="LoRA dropout values (the seed loop uses 0.1 only)")
     p.add_argument("--all-variants", action="store_true",
@@ -91,8 +93,11 @@ def drive(args) -> None:
     growth_captions = write_subset(source, work / f"captions-growth-{args.growth_images}.json",
                                    args.growth_images, 32)
     modes = args.modes.split(",")
-    unknown = set(modes) - {"seed", "both", "text", "bank", "raw", "eval", "growth", "tower-head", "tower-lora",
-                            "tower-full"}
+    if "top" in modes:  # `top`: one mode per --lora-layers N, in its place
+        i = modes.index("top")
+        modes[i : i + 1] = [f"top{n}" for n in args.lora_layers.split(",")]
+    unknown = {m for m in modes if not (m.startswith("top") and m[3:].isdigit())} - {
+        "seed", "both", "text", "text-full", "bank", "raw", "eval", "growth", "tower-head", "tower-lora", "tower-full"}
     if unknown:
         sys.exit(f"train_speed.py: error: unknown mode(s) {', '.join(sorted(unknown))}")
     precisions, dropouts = args.precisions.split(","), [float(d) for d in args.dropouts.split(",")]
