@@ -57,7 +57,8 @@ def _machine(m: dict, args) -> list[str]:
         f"{' (busy: other work slowed these numbers)' if max(m['load_start'], m['load_end']) > m['cores'] else ''}."
         f" Whole run: {m['seconds'] / 60:.1f} min.",
         "",
-        f"Method: every mode runs in its own process on the same data and the same random-init model. Timed: {steps};"
+        f"Method: every mode runs in its own process on the same data and the same random-init model. Timed: {steps}"
+        f"{' in CPU seconds of the process (`--clock cpu`: all times below are CPU time, not wall time)' if args.clock == 'cpu' else ''};"
         " pairs/s counts only the timed steps and the epoch times are extrapolated from it, except where marked"
         " *measured* (the text-only modes always run a whole epoch). An epoch shows each image once with one random"
         " caption, in turkclip as in the seed notebook (its `Image_dataset` draws the caption in `__getitem__`), so"
