@@ -144,7 +144,7 @@ def test_train_with_lora_layers_matches_the_full_tower_path(tiny_model, tmp_path
     load_adapter(CLIPModel.from_pretrained(tiny_model), fast)
 
 
-def test_token_rows_or_both_towers_take_the_full_tower_path(tiny_model, tmp_path, monkeypatch):
+def test_token_rows_both_towers_or_every_layer_take_the_full_tower_path(tiny_model, tmp_path, monkeypatch):
     import turkclip_train.train as T
 
     chosen = []
@@ -152,7 +152,8 @@ def test_token_rows_or_both_towers_take_the_full_tower_path(tiny_model, tmp_path
     monkeypatch.setattr(T, "_text_path", lambda *a: chosen.append(real(*a)) or chosen[-1])
     run_train(tiny_model, tmp_path, "rows", lora=LoraSettings(towers="text", layers=1), train_token_rows="all")
     run_train(tiny_model, tmp_path, "both", lora=LoraSettings(towers="both"))
-    assert [type(p) for p in chosen] == [FullText, FullText]
+    run_train(tiny_model, tmp_path, "text", lora=LoraSettings(towers="text"))  # no --lora-layers: as before
+    assert [type(p) for p in chosen] == [FullText, FullText, FullText]
 
 
 def test_cli_refusals_are_one_line(tiny_model, tmp_path, capsys):

@@ -14,8 +14,9 @@ first end-of-text token, or the highest id for configs with the old `eos_token_i
 position after it is dropped and the last layer is computed at that position only (its keys and values
 still come from every position before it). tests/test_text_prefix.py compares with the full forward.
 
-`FullText` is the ordinary path (tokenize each batch, the whole tower per step), used whenever a
-prefix could change during training (trained token rows, a swapped-in text tower). Both answer the
+`FullText` is the ordinary path (tokenize each batch, the whole tower per step), used without
+`--lora-layers` (at every layer the remembered prefix was not measurably faster: bench/RESULTS.md) and
+whenever a prefix could change during training (trained token rows, a swapped-in text tower). Both answer the
 same two calls: `inputs(items, device)` outside the model, `features(model, **inputs)` inside it.
 """
 

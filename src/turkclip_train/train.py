@@ -339,13 +339,14 @@ def _build_model(cfg: TrainConfig, clip, train_set, rehearsal):
 
 
 def _text_path(cfg: TrainConfig, clip, model, train_set, rehearsal, device, precision):
-    """`PrefixText` when only LoRA in CLIP's own text tower trains (text-only, no token rows): the layers below
-    the LoRA ones (`--lora-layers`; all layers: the embeddings) are then frozen, their output a function of the
-    caption, computed here once per train caption. Otherwise `FullText`: the whole tower every step."""
-    if cfg.text_model or cfg.lora is None or cfg.lora.towers != "text" or cfg.train_token_rows != "none":
+    """`PrefixText` with `--lora-layers` when only that LoRA trains (text-only, no token rows): the layers below
+    it are frozen, their output a function of the caption, computed here once per train caption. Otherwise
+    `FullText`: the whole tower every step. (Without --lora-layers the prefix would be only the embeddings; its
+    savings, tokenizing once and the last layer at the pooled position, were not measurable: bench/RESULTS.md.)"""
+    if (cfg.text_model or cfg.lora is None or cfg.lora.towers != "text" or cfg.train_token_rows != "none"
+            or cfg.lora.layers is None):
         return FullText(clip.text)
-    depth = model.get_base_model().config.text_config.num_hidden_layers
-    path = PrefixText(model, clip.text, cfg.lora.layers or depth, device, precision)
+    path = PrefixText(model, clip.text, cfg.lora.layers, device, precision)
     path.remember([c for caps in train_set.captions for c in caps], train_set.lang)
     if rehearsal is not None:
         path.remember([c for caps in rehearsal for c in caps], cfg.rehearsal_lang)
