@@ -4,8 +4,7 @@
 * `both`, `text`, `bank`   turkclip's own training loop: the real `turkclip_train.train.train()`,
            watched through its progress bar and its per-epoch `epoch_batches` call (see `Probe`).
 * `topN`   `text` with `--lora-layers N` (LoRA in the top N text layers; the lower ones run once per caption).
-* `text-full` `text` with the text path forced to `FullText` (the whole tower and the tokenizer every step: what
-           `text` ran before the remembered prefix), to measure what the prefix path saves at all layers.
+           N = the tower's depth (12) is the remembered-prefix path at every layer, against `text`'s `FullText`.
 * `raw`    the limit: the same LoRA model on pre-made tensors, loss + backward + optimizer step only.
 * `eval`   `turkclip.embed.embed_images` against `get_image_features` on pre-made tensors.
 * `growth` several epochs of `train()` (both towers, with validation): RSS at the end of each epoch.
@@ -109,13 +108,11 @@ class Probe:
             return out
         return wrapper
 
-    def run(self, cfg, full_text: bool = False):
+    def run(self, cfg):
         import turkclip_train.train as T
-        from turkclip.text_prefix import FullText
 
         cache_dir = Path(cfg.cache_dir)
-        text_path = (lambda cfg, clip, *a: FullText(clip.text)) if full_text else T._text_path
-        patches = [mock.patch.object(T, "_text_path", self.timed("text_prefix", text_path)),mock.patch.object(T, "tqdm", self.bar),
+        patches = [mock.patch.object(T, "_text_path", self.timed("text_prefix", T._text_path)),mock.patch.object(T, "tqdm", self.bar),
                    mock.patch.object(T, "epoch_batches", self.epoch_batches(T.epoch_batches)),
                    mock.patch.object(T, "load_clip", self.timed("load_model", T.load_clip)),
                    mock.patch.object(T, "load_image_text_set", self.timed("load_pixels", T.load_image_text_set)),
@@ -142,8 +139,7 @@ def steps_per_epoch(captions: str, batch_size: int) -> int:
 
 
 def product(args, towers: str, negatives: str = "batch", full_epoch: bool = False, val: bool = False,
-            epochs: int | None = None, text_train: str | None = None, layers: int | None = None,
-            full_text: bool = False) -> dict:
+            epochs: int | None = None, text_train: str | None = None, layers: int | None = None) -> dict:
     """turkclip's training loop (`train()`), timed by `Probe`."""
     from turkclip.adapters import LoraSettings
     from turkclip_train.train import TrainConfig
@@ -164,7 +160,7 @@ def product(args, towers: str, negatives: str = "batch", full_epoch: bool = Fals
                       text_model=args.text_model if text_train else None, text_train=text_train or "lora")
     probe = Probe(torch.device(args.device), stop_after)
     try:
-        probe.run(cfg, full_text)
+        probe.run(cfg)
     finally:
         shutil.rmtree(out, ignore_errors=True)
     first = probe.epochs[0]
@@ -304,7 +300,6 @@ MODES = {
     "seed": seed,
     "both": lambda args: product(args, "both"),
     "text": lambda args: product(args, "text", full_epoch=True),
-    "text-full": lambda args: product(args, "text", full_epoch=True, full_text=True),
     "bank": lambda args: product(args, "text", "bank", full_epoch=True),
     # the second road: CLIP's text tower swapped for e5-small (--text-model), image embeddings cached
     "tower-head": lambda args: product(args, "text", full_epoch=True, text_train="head"),

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 LABELS = {"seed": "seed notebook loop", "both": "turkclip, both towers", "text": "turkclip, text-only (cached images)",
-          "text-full": "text-only, whole tower + tokenizer every step (`FullText`, the path before issue 10)",
           "bank": "turkclip, text-only, `--negatives bank`", "raw": "raw forward/backward (the limit)",
           "tower-head": "e5-small text tower, `--text-train head`", "tower-lora": "e5-small text tower, `--text-train lora`",
           "tower-full": "e5-small text tower, `--text-train full`"}
-TEXT_ONLY = ("text", "text-full", "bank")  # and every topN
+TEXT_ONLY = ("text", "bank")  # and every topN
 GROWTH_TOLERANCE = 0.02  # peak RSS may drift this much (allocator noise) before we call it growth
 
 

@@ -103,7 +103,7 @@ def drive(args) -> None:
         i = modes.index("top")
         modes[i : i + 1] = [f"top{n}" for n in args.lora_layers.split(",")]
     unknown = {m for m in modes if not (m.startswith("top") and m[3:].isdigit())} - {
-        "seed", "both", "text", "text-full", "bank", "raw", "eval", "growth", "tower-head", "tower-lora", "tower-full"}
+        "seed", "both", "text", "bank", "raw", "eval", "growth", "tower-head", "tower-lora", "tower-full"}
     if unknown:
         sys.exit(f"train_speed.py: error: unknown mode(s) {', '.join(sorted(unknown))}")
     precisions, dropouts = args.precisions.split(","), [float(d) for d in args.dropouts.split(",")]
