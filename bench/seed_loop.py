@@ -1,13 +1,15 @@
 """The seed notebook's training loop, re-created plainly: the baseline the benchmark compares against.
 
-One row per caption; each image opened from disk with PIL in `__getitem__`; `CLIPProcessor` (resize,
-crop, normalise, tokenize with padding=True) in the collate function; `num_workers=0`; fp32; PEFT LoRA
+One item per image, as the notebook's `Image_dataset` (`train = data[:7000]`): `__getitem__` opens the
+image from disk with PIL and draws one of that image's captions at random, so an epoch is one pair per
+image (753 here); `CLIPProcessor` (resize, crop, normalise, tokenize with padding=True) in the collate function; `num_workers=0`; fp32; PEFT LoRA
 r=16, alpha=16, dropout 0.1 on q_proj and v_proj of both towers; `torch.optim.Adam(lr=1e-4)`; CLIP's
 own symmetric cross-entropy (`return_loss=True`). Not product code: it is here to be measured.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from measure import memory, rate, reset_peak, sync, train_captions
 
 
 def seed(args) -> dict:
-    """The seed notebook, step by step: a row per caption, images opened from disk in __getitem__,
+    """The seed notebook, step by step: an item per image with a random caption, images opened from disk in __getitem__,
     CLIPProcessor in the collate function, plain fp32 PEFT LoRA, Adam, CLIP's own loss."""
     from peft import LoraConfig, get_peft_model
     from PIL import Image
@@ -26,15 +28,16 @@ def seed(args) -> dict:
 
     device = torch.device(args.device)
     torch.manual_seed(0)
-    rows = [(Path(args.image_dir) / name, caption) for name, caps in train_captions(args.captions) for caption in caps]
+    random.seed(0)
+    images = [(Path(args.image_dir) / name, caps) for name, caps in train_captions(args.captions)]
 
-    class CaptionRows(Dataset):
+    class ImageItems(Dataset):  # the notebook's Image_dataset
         def __len__(self):
-            return len(rows)
+            return len(images)
 
         def __getitem__(self, i):
-            path, caption = rows[i]
-            return Image.open(path).convert("RGB"), caption
+            path, captions = images[i]
+            return Image.open(path).convert("RGB"), random.choice(captions)
 
     processor = CLIPProcessor(image_processor=CLIPImageProcessorPil.from_pretrained(args.model_dir),
                               tokenizer=AutoTokenizer.from_pretrained(args.model_dir))
@@ -43,7 +46,7 @@ def seed(args) -> dict:
         images, texts = zip(*batch)
         return processor(text=list(texts), images=list(images), return_tensors="pt", padding=True)
 
-    loader = DataLoader(CaptionRows(), batch_size=args.batch_size, shuffle=True, collate_fn=collate, num_workers=0)
+    loader = DataLoader(ImageItems(), batch_size=args.batch_size, shuffle=True, collate_fn=collate, num_workers=0)
     model = CLIPModel.from_pretrained(args.model_dir)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=16, lora_dropout=args.dropout,
                                              target_modules=["q_proj", "v_proj"], bias="none"))
@@ -70,6 +73,6 @@ def seed(args) -> dict:
             start = now
             if len(durations) == need:
                 break
-    return {**rate(durations, pairs, args.warmup), "epoch_pairs": len(rows), "before": before, "steps": memory(device)}
+    return {**rate(durations, pairs, args.warmup), "epoch_pairs": len(images), "before": before, "steps": memory(device)}
 
 

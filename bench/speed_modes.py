@@ -3,6 +3,8 @@
 * `seed`   the seed notebook's loop, re-created plainly in `seed_loop.py`.
 * `both`, `text`, `bank`   turkclip's own training loop: the real `turkclip_train.train.train()`,
            watched through its progress bar and its per-epoch `epoch_batches` call (see `Probe`).
+* `topN`   `text` with `--lora-layers N` (LoRA in the top N text layers; the lower ones run once per caption).
+           N = the tower's depth (12) is the remembered-prefix path at every layer, against `text`'s `FullText`.
 * `raw`    the limit: the same LoRA model on pre-made tensors, loss + backward + optimizer step only.
 * `eval`   `turkclip.embed.embed_images` against `get_image_features` on pre-made tensors.
 * `growth` several epochs of `train()` (both towers, with validation): RSS at the end of each epoch.
@@ -110,7 +112,7 @@ class Probe:
         import turkclip_train.train as T
 
         cache_dir = Path(cfg.cache_dir)
-        patches = [mock.patch.object(T, "tqdm", self.bar),
+        patches = [mock.patch.object(T, "_text_path", self.timed("text_prefix", T._text_path)),mock.patch.object(T, "tqdm", self.bar),
                    mock.patch.object(T, "epoch_batches", self.epoch_batches(T.epoch_batches)),
                    mock.patch.object(T, "load_clip", self.timed("load_model", T.load_clip)),
                    mock.patch.object(T, "load_image_text_set", self.timed("load_pixels", T.load_image_text_set)),
@@ -137,7 +139,7 @@ def steps_per_epoch(captions: str, batch_size: int) -> int:
 
 
 def product(args, towers: str, negatives: str = "batch", full_epoch: bool = False, val: bool = False,
-            epochs: int | None = None, text_train: str | None = None) -> dict:
+            epochs: int | None = None, text_train: str | None = None, layers: int | None = None) -> dict:
     """turkclip's training loop (`train()`), timed by `Probe`."""
     from turkclip.adapters import LoraSettings
     from turkclip_train.train import TrainConfig
@@ -153,7 +155,7 @@ def product(args, towers: str, negatives: str = "batch", full_epoch: bool = Fals
     out = Path(tempfile.mkdtemp(prefix=f"{args.mode}-", dir=args.workdir))
     cfg = TrainConfig(captions=args.captions, images=args.image_dir, output=str(out), model=args.model_dir,
                       val_split="val" if val else None, epochs=epochs, batch_size=args.batch_size,
-                      lora=LoraSettings(dropout=args.dropout, towers=towers), negatives=negatives,
+                      lora=LoraSettings(dropout=args.dropout, towers=towers, layers=layers), negatives=negatives,
                       precision=args.precision, cache_dir=args.cache_dir, progress=False,
                       text_model=args.text_model if text_train else None, text_train=text_train or "lora")
     probe = Probe(torch.device(args.device), stop_after)
@@ -312,4 +314,6 @@ MODES = {
 
 def run_mode(args) -> dict:
     os.makedirs(args.workdir, exist_ok=True)
+    if args.mode.startswith("top"):  # topN: text-only, LoRA in the top N text layers
+        return product(args, "text", full_epoch=True, layers=int(args.mode[3:]))
     return MODES[args.mode](args)

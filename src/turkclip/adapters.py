@@ -38,8 +38,10 @@ class LoraSettings:
     targets: tuple[str, ...] = ("q_proj", "v_proj")
     towers: str = "both"  # "text" | "vision" | "both"
     token_ids: list[int] = field(default_factory=list)  # token-embedding rows to train too
+    layers: int | None = None  # LoRA only in the top N layers of the text tower (None: every layer)
 
-    def peft_config(self) -> LoraConfig:
+    def peft_config(self, text_layers: int | None = None) -> LoraConfig:
+        """PEFT's config; `text_layers` (the text tower's depth) is needed only with `layers`."""
         if self.towers not in TOWER_PATTERNS:
             raise TurkclipError(f"--lora-towers must be text, vision or both, not {self.towers!r}")
         targets = "|".join(self.targets)
@@ -47,17 +49,31 @@ class LoraSettings:
             r=self.r,
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
-            # A regex, so LoRA lands only in the chosen tower(s).
-            target_modules=rf".*{TOWER_PATTERNS[self.towers]}\.encoder\.layers\.\d+\.\S*({targets})",
+            # A regex, so LoRA lands only in the chosen tower(s) (and layers).
+            target_modules=rf".*{TOWER_PATTERNS[self.towers]}\.encoder\.layers\.{self._layer_pattern(text_layers)}"
+                           rf"\.\S*({targets})",
             trainable_token_indices={"token_embedding": sorted(self.token_ids)} if self.token_ids else None,
         )
+
+    def _layer_pattern(self, text_layers: int | None) -> str:
+        """`\\d+` (every layer) or the top `layers` indices of a `text_layers`-deep text tower, e.g. `(10|11)`."""
+        if self.layers is None:
+            return r"\d+"
+        if self.towers != "text":
+            raise TurkclipError("--lora-layers is for the text tower: it needs --lora-towers text")
+        if text_layers is None:
+            raise ValueError("peft_config needs the text tower's depth when `layers` is set")
+        if not 1 <= self.layers <= text_layers:
+            raise TurkclipError(f"--lora-layers must be between 1 and the text tower's {text_layers} layers,"
+                                f" not {self.layers}")
+        return "(" + "|".join(str(i) for i in range(text_layers - self.layers, text_layers)) + ")"
 
 
 def attach_lora(model: CLIPModel, settings: LoraSettings) -> PeftModel:
     """Freeze `model` and wrap it with fresh LoRA (and token-row) parameters."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_PEFT_NOISE, category=FutureWarning)
-        peft_model = get_peft_model(model, settings.peft_config())
+        peft_model = get_peft_model(model, settings.peft_config(model.config.text_config.num_hidden_layers))
     if not any(p.requires_grad for p in peft_model.parameters()):
         raise TurkclipError(f"no module matched the LoRA targets {settings.targets} in the {settings.towers} tower(s)")
     return peft_model

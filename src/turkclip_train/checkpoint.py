@@ -95,6 +95,7 @@ def run_settings(cfg, processes: int) -> dict:
                                         "distill_weight", "augment", "augment_views")}
     run["lora_alpha"] = cfg.lora.alpha if cfg.lora is not None else None
     run["lora_dropout"] = cfg.lora.dropout if cfg.lora is not None else None
+    run["lora_layers"] = cfg.lora.layers if cfg.lora is not None else None  # None (all) in older checkpoints too
     run["processes"] = processes
     return run
 

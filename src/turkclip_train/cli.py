@@ -143,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lora-towers", default="both", choices=["text", "vision", "both"],
                    help="towers that get LoRA (default both). text: the image tower is frozen and its embeddings are"
                         " computed once and cached, so training skips it entirely")
+    t.add_argument("--lora-layers", type=int, default=None, metavar="N",
+                   help="with --lora-towers text: LoRA only in the top N layers of the text tower (default: every"
+                        " layer). Without --train-token-rows nothing below them trains, so their input is computed"
+                        " once per caption and a step runs only the top N layers: faster per pair (see"
+                        " docs/training.md for the measured speed and retrieval trade-off)")
     t.add_argument("--train-token-rows", default="none", choices=["none", "new", "all"],
                    help="also train token-embedding rows: new = pieces that occur in the captions but never in"
                         " --rehearsal-captions (ones the base model cannot have learnt); all = every piece used")

@@ -39,7 +39,7 @@ def _device(flag: str | None) -> torch.device:
 def train(args) -> None:
     lora = LoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
                         targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
-                        towers=args.lora_towers)
+                        towers=args.lora_towers, layers=args.lora_layers)
     cfg = TrainConfig(
         captions=args.captions, images=args.images, shards=args.shards, val_shards=args.val_shards, output=args.output,
         model=args.model, tokenizer=args.tokenizer,
@@ -155,7 +155,8 @@ def _write_card(cfg: TrainConfig) -> None:
     records = [json.loads(line) for line in log.read_text().splitlines() if line] if log.exists() else []
     lora = cfg.lora
     settings = {"LoRA": f"r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, on {'+'.join(lora.targets)}"
-                        f" ({lora.towers} tower{'s' if lora.towers == 'both' else ''})",
+                        f" ({lora.towers} tower{'s' if lora.towers == 'both' else ''}"
+                        f"{f', top {lora.layers} layers' if lora.layers else ''})",
                 "token-embedding rows trained": cfg.train_token_rows, "epochs": cfg.epochs,
                 "batch size": cfg.batch_size * cfg.grad_accum, "learning rate": cfg.lr,
                 "English rehearsal": f"{cfg.rehearsal_ratio:.0%} of items" if cfg.rehearsal_captions else "none",

@@ -1,7 +1,9 @@
 """The training loop: contrastive LoRA fine-tuning of CLIP on image–caption pairs.
 
 Read `train()` top to bottom: data → model and adapter → (text-only: cached image
-embeddings) → optimizer and schedule → resume → the loop → the best adapter in `output`.
+embeddings) → the text path (the whole text tower per step, or only its trained top layers on
+remembered lower-layer states, turkclip/text_prefix.py) → optimizer and schedule → resume → the loop →
+the best adapter in `output`.
 Accelerate supplies the device, mixed precision and multi-GPU (`accelerate launch`);
 everything else is plain PyTorch.
 """
@@ -33,12 +35,13 @@ from turkclip.data.augment import batch_pixels, parse_policy
 from turkclip.data.captions import read_captions
 from turkclip.data.sampling import epoch_batches
 from turkclip.distill import build_teacher
-from turkclip.embed import cached_image_embeddings, features, resolve_precision, text_features
+from turkclip.embed import cached_image_embeddings, features, resolve_precision
 from turkclip.errors import TurkclipError
 from turkclip.evaluate import evaluate
 from turkclip.loss import bank_loss, clip_loss, distill_loss
 from turkclip.model import DEFAULT_MODEL, load_clip, save_clip
 from turkclip.processor import save_processor
+from turkclip.text_prefix import FullText, PrefixText
 from turkclip.text_tower import new_text_tower, swap_text_tower
 
 from . import checkpoint, distributed
@@ -100,14 +103,15 @@ class TrainConfig:
 
 
 class ContrastiveModel(torch.nn.Module):
-    """One training forward: captions (and pixels, unless image embeddings are cached) → embeddings."""
+    """One training forward: captions (and pixels, unless image embeddings are cached) → embeddings.
+    `text` is what the run's text path (`FullText` / `PrefixText`) made of the batch's captions."""
 
-    def __init__(self, model, preprocess):
+    def __init__(self, model, preprocess, text_path):
         super().__init__()
-        self.model, self.preprocess = model, preprocess
+        self.model, self.preprocess, self.text_path = model, preprocess, text_path
 
-    def forward(self, input_ids, attention_mask, pixels=None):
-        text = text_features(self.model, input_ids, attention_mask)
+    def forward(self, text: dict, pixels=None):
+        text = self.text_path.features(self.model, **text)
         image = None
         if pixels is not None:
             image = features(self.model.get_image_features(pixel_values=self.preprocess.normalize(pixels)))
@@ -145,7 +149,6 @@ def train(cfg: TrainConfig) -> dict:
         clip, rehearsal, cfg.rehearsal_lang, device, precision, cache_dir)
     clip, model = _build_model(cfg, clip, train_set, rehearsal)
     model.train()
-    net = ContrastiveModel(model, clip.preprocess)
 
     # 3. Text-only adaptation: the image tower is frozen, so embed every image once (cached on disk).
     bank = val_bank = None
@@ -157,6 +160,11 @@ def train(cfg: TrainConfig) -> dict:
     views = view_bank(model, train_set, clip.preprocess, device, precision, cache_dir, policy, cfg.seed,
                       cfg.augment_views) if text_only and policy.active else None
 
+    # 3b. The text path: the whole text tower every step, or, when nothing below the top LoRA layers trains,
+    #     only those layers on lower-layer states remembered per caption.
+    net = ContrastiveModel(model, clip.preprocess, _text_path(cfg, clip, model, train_set, rehearsal, device,
+                                                              precision))
+
     # 4. Optimizer (Adam, or AdamW with --weight-decay) and warm-up + cosine schedule.
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(param_groups(net, cfg.weight_decay), lr=cfg.lr)  # no decay: biases, norms, logit scale
@@ -167,6 +175,7 @@ def train(cfg: TrainConfig) -> dict:
         raise TurkclipError(f"too few training images ({len(train_set)}) for batch size {cfg.batch_size}")
     total_steps = steps_per_epoch * cfg.epochs
     scheduler = get_cosine_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+    net_text = net.text_path
     net, optimizer = accelerator.prepare(net, optimizer)
     if cfg.compile:
         net = torch.compile(net)
@@ -192,9 +201,9 @@ def train(cfg: TrainConfig) -> dict:
 
     def step_loss(items, epoch: int) -> torch.Tensor:
         image_idx = torch.tensor([it.image for it in items], device=device)
-        tokens = {k: v.to(device) for k, v in clip.text([it.text for it in items], [it.lang for it in items]).items()}
+        text = net_text.inputs(items, device)
         pixels = None if text_only else batch_pixels(train_set.pixels, items, policy, cfg.seed, epoch).to(device)
-        text_emb, image_emb, logit_scale = net(**tokens, pixels=pixels)
+        text_emb, image_emb, logit_scale = net(text, pixels=pixels)
         loss = 0.0
         if teacher is not None:  # distillation: each caption towards the teacher's English embedding(s)
             target, has = teacher.targets(items, device)
@@ -311,6 +320,8 @@ def _amp(precision: str) -> str:
 def _build_model(cfg: TrainConfig, clip, train_set, rehearsal):
     """(clip, model) to train: a new text tower on the frozen base, CLIP + LoRA, or all of CLIP."""
     if cfg.text_model:
+        if cfg.lora is not None and cfg.lora.layers is not None:
+            raise TurkclipError("--lora-layers is for CLIP's own text tower, not a --text-model")
         if cfg.train_token_rows != "none":
             raise TurkclipError("--train-token-rows is for CLIP's own text tower; a --text-model has its own vocabulary")
         tower = new_text_tower(cfg.text_model, clip.model.config.projection_dim)
@@ -320,8 +331,25 @@ def _build_model(cfg: TrainConfig, clip, train_set, rehearsal):
         return clip, clip.model
     if cfg.lora is None:
         return clip, clip.model
+    if cfg.lora.layers is not None and cfg.lora.towers != "text":
+        raise TurkclipError("--lora-layers is for the text tower: it needs --lora-towers text")
     cfg.lora.token_ids = _token_rows(cfg, clip, train_set, rehearsal)
     return clip, attach_lora(clip.model, cfg.lora)
+
+
+def _text_path(cfg: TrainConfig, clip, model, train_set, rehearsal, device, precision):
+    """`PrefixText` with `--lora-layers` when only that LoRA trains (text-only, no token rows): the layers below
+    it are frozen, their output a function of the caption, computed here once per train caption. Otherwise
+    `FullText`: the whole tower every step. (Without --lora-layers the prefix would be only the embeddings; its
+    savings, tokenizing once and the last layer at the pooled position, were not measurable: bench/RESULTS.md.)"""
+    if (cfg.text_model or cfg.lora is None or cfg.lora.towers != "text" or cfg.train_token_rows != "none"
+            or cfg.lora.layers is None):
+        return FullText(clip.text)
+    path = PrefixText(model, clip.text, cfg.lora.layers, device, precision)
+    path.remember([c for caps in train_set.captions for c in caps], train_set.lang)
+    if rehearsal is not None:
+        path.remember([c for caps in rehearsal for c in caps], cfg.rehearsal_lang)
+    return path  # captions it has not seen (mirrored ones, --augment flip) are computed when first met
 
 
 def _token_rows(cfg: TrainConfig, clip, train_set, rehearsal) -> list[int]:
