@@ -129,3 +129,27 @@ def test_a_data_source_is_required_and_exclusive(tmp_path, tiny_model, capsys):
     assert "--captions FILE with --images FOLDER, or --shards" in capsys.readouterr().err
     assert main(["evaluate", "--model", str(tiny_model), "--shards", "x.tar", "--captions", "c.csv"]) == 1
     assert capsys.readouterr().err.strip().endswith("give --shards, or --captions with --images, not both")
+
+
+def test_index_from_shards_unpacks_new_images_then_indexes_the_folder(tmp_path, tiny_model, one_thread, capsys):
+    _write_shard(tmp_path / "p-0.tar", _good("a/000", 0) + [("a/001.jpg", _jpeg(1))]  # no caption: fine for an index
+                 + [("a/002.txt", b"resim yok")])  # no image: counted
+    photos, index = tmp_path / "photos", tmp_path / "index"
+    argv = ["index", str(photos), "--shards", str(tmp_path / "p-0.tar"), "--output", str(index),
+            "--model", str(tiny_model), "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "skipped shard sample p-0.tar:a/002: no image" in out and "2 photos unpacked from the shards, 0 already" in out
+    assert sorted(p.relative_to(photos).as_posix() for p in photos.rglob("*.jpg")) == ["a/000.jpg", "a/001.jpg"]
+    assert (photos / "a/001.jpg").read_bytes() == _jpeg(1)
+    _write_shard(tmp_path / "p-1.tar", _good("b/003", 3))
+    assert main(argv[:2] + ["--shards", str(tmp_path / "p-{0..1}.tar")] + argv[4:]) == 0
+    out = capsys.readouterr().out
+    assert "1 photos unpacked from the shards, 2 already there" in out and "3 photos (1 new" in out
+
+
+def test_a_shard_key_that_leaves_the_folder_is_refused(tmp_path):
+    _write_shard(tmp_path / "evil.tar", _good("../../escape", 0))
+    with pytest.raises(TurkclipError, match="leaves the images root"):
+        shards.unpack_images(str(tmp_path / "evil.tar"), tmp_path / "photos")
+    assert not (tmp_path / "escape.jpg").exists()

@@ -73,7 +73,10 @@ def _photo_commands(sub) -> None:
                                    " --output. Run it again to bring the index up to date: only new or changed photos"
                                    " (size or mtime) are embedded, deleted ones are dropped, and an interrupted run"
                                    " resumes where it stopped. Unreadable files are reported and skipped.")
-    i.add_argument("folder", help="folder of photos")
+    i.add_argument("folder", help="folder of photos (with --shards: where the shards' images are unpacked)")
+    i.add_argument("--shards", help="WebDataset tar shards ('data/{00000..00099}.tar'): their images are written to"
+                   " FOLDER as <key>.jpg (only new ones on a later run), then FOLDER is indexed; samples without an"
+                   " image are counted and reported")
     i.add_argument("--output", required=True, help="index folder (created; an existing index is updated)")
     _index_model_flags(i, builds=True)
     i.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],

@@ -23,11 +23,22 @@ def index(args) -> None:
     if args.chunk_size < 1:
         raise TurkclipError(f"--chunk-size must be at least 1, not {args.chunk_size}")
     with process_group(args.device) as device:  # under torchrun: every process embeds a share, rank 0 writes
+        if args.shards:  # one process unpacks the shards' images into the folder, then the folder is indexed
+            from turkclip import cache
+            from turkclip.data.shards import unpack_images
+
+            with cache.main_process_first():
+                unpacked = unpack_images(args.shards, args.folder) if is_main_process() else None
         report = build_index(args.folder, args.output, args.model, args.adapter, args.tokenizer, device,
                              resolve_precision(args.precision, device), args.chunk_size, progress=not args.no_progress,
                              text_model=args.text_model)
     if not is_main_process():  # several processes: one of them reports
         return
+    if args.shards:
+        written, kept, problems = unpacked
+        for where, problem in problems:
+            print(f"skipped shard sample {where}: {problem}")
+        print(f"{args.folder}: {written} photos unpacked from the shards, {kept} already there")
     for path, _size, _mtime, problem in report.bad:
         print(f"skipped {path}: {problem}")
     idx = report.index

@@ -18,6 +18,7 @@ decoders and error handlers would not.
 from __future__ import annotations
 
 import json
+import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,7 @@ class Sample:
     image: bytes | None
     captions: list[str]
     problem: str | None = None  # set when the sample is bad before decoding
+    image_ext: str = ""  # the image member's extension, e.g. "jpg"
 
 
 def expand(pattern: str) -> list[Path]:
@@ -59,7 +61,7 @@ def split_key(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), (ext.lower() if dot else "")
 
 
-def read_samples(paths: list[Path]) -> Iterator[Sample]:
+def read_samples(paths: list[Path], need_caption: bool = True) -> Iterator[Sample]:
     """Every sample of every shard, in order, streaming (a shard is never held whole)."""
     seen: set[str] = set()
     for path in paths:
@@ -72,7 +74,7 @@ def read_samples(paths: list[Path]) -> Iterator[Sample]:
                         continue
                     name_key, ext = split_key(member.name)
                     if name_key != key and key is not None:
-                        yield _sample(path, key, group, seen)
+                        yield _sample(path, key, group, seen, need_caption)
                         group = {}
                     key = name_key
                     group[ext] = tar.extractfile(member).read()
@@ -83,12 +85,13 @@ def read_samples(paths: list[Path]) -> Iterator[Sample]:
             else:
                 yield Sample(path.name, "", None, [], f"not a readable tar ({type(e).__name__}: {e})")
         if key is not None:
-            yield _sample(path, key, group, seen)
+            yield _sample(path, key, group, seen, need_caption)
 
 
-def _sample(path: Path, key: str, group: dict[str, bytes], seen: set[str]) -> Sample:
+def _sample(path: Path, key: str, group: dict[str, bytes], seen: set[str], need_caption: bool = True) -> Sample:
     where = f"{path.name}:{key}"
-    image = next((group[e] for e in IMAGE_EXTENSIONS if e in group), None)
+    ext = next((e for e in IMAGE_EXTENSIONS if e in group), "")
+    image = group.get(ext)
     try:
         captions = _captions(group)
     except (UnicodeDecodeError, ValueError) as e:
@@ -98,9 +101,9 @@ def _sample(path: Path, key: str, group: dict[str, bytes], seen: set[str]) -> Sa
     seen.add(key)
     if image is None:
         return Sample(where, key, None, captions, f"no image (members: {', '.join(sorted(group)) or 'none'})")
-    if not captions:
+    if not captions and need_caption:
         return Sample(where, key, None, [], "no caption (.txt or .json with caption/captions)")
-    return Sample(where, key, image, captions)
+    return Sample(where, key, image, captions, image_ext=ext)
 
 
 def _captions(group: dict[str, bytes]) -> list[str]:
@@ -153,3 +156,29 @@ def _decode(paths: list[Path], key: str, size: int, cache_dir: Path | None):
 
     return write_store(cache_dir, key, size, decode_in_order(jobs(), decode), None, describe,
                        desc=f"decoding {len(paths)} shard{'s' * (len(paths) > 1)}")
+
+
+def unpack_images(pattern: str, folder: str | Path) -> tuple[int, int, list[tuple[str, str]]]:
+    """Write the image of every sample to `folder/<key>.<ext>`, for `turkclip index --shards` (an index shows
+    files). A file already there with the same size is kept, so a second run writes only new samples. Keys are
+    untrusted: one that would leave `folder` is refused. Returns (written, kept, [(where, problem)] of samples
+    without an image); whether an image decodes is the index's to find out, as for any photo."""
+    from .images import resolve
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written, kept, problems = 0, 0, []
+    for sample in read_samples(expand(pattern), need_caption=False):
+        if sample.problem or sample.image is None:
+            problems.append((sample.where, sample.problem or "no image"))
+            continue
+        target = resolve(folder, f"{sample.key}.{sample.image_ext}")
+        if target.is_file() and target.stat().st_size == len(sample.image):
+            kept += 1
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(sample.image)
+        os.replace(tmp, target)
+        written += 1
+    return written, kept, problems
