@@ -165,3 +165,14 @@ def test_cli_refusals_are_one_line(tiny_model, tmp_path, capsys):
         assert cli(flags + extra) == 1
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
         assert len(err) == 1 and phrase in err[0], err
+
+
+def test_flag_combinations_are_refused_before_any_data_is_read(tiny_model, tmp_path, capsys):
+    flags = ["train", "--model", str(tiny_model), "--captions", str(tmp_path / "missing.csv"), "--images",
+             str(tmp_path / "nowhere"), "--output", str(tmp_path / "out"), "--no-progress"]
+    for extra, phrase in ((["--lora-layers", "1"], "needs --lora-towers text"),
+                          (["--lora-layers", "1", "--text-model", str(tmp_path / "e5")], "not a --text-model"),
+                          (["--negatives", "bank"], "needs --lora-towers text")):
+        assert cli(flags + extra) == 1
+        err = capsys.readouterr().err
+        assert phrase in err and "missing.csv" not in err, err

@@ -124,8 +124,7 @@ def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.output)
     _check_output(out, cfg.resume)
     text_only = cfg.text_model is not None or (cfg.lora is not None and cfg.lora.towers == "text")
-    if cfg.negatives == "bank" and not text_only:
-        raise TurkclipError("--negatives bank needs --lora-towers text (the image bank must be frozen)")
+    _check_flags(cfg, text_only)  # combinations that cannot work fail before any data is read
     AcceleratorState._reset_state()  # Accelerate keeps settings per process; each run brings its own
     accelerator = Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=_amp(cfg.precision),
                               step_scheduler_with_optimizer=False)
@@ -317,13 +316,21 @@ def _amp(precision: str) -> str:
     return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[resolve_precision(precision, device)]
 
 
+def _check_flags(cfg: TrainConfig, text_only: bool) -> None:
+    if cfg.negatives == "bank" and not text_only:
+        raise TurkclipError("--negatives bank needs --lora-towers text (the image bank must be frozen)")
+    layers = cfg.lora.layers if cfg.lora is not None else None
+    if cfg.text_model and layers is not None:
+        raise TurkclipError("--lora-layers is for CLIP's own text tower, not a --text-model")
+    if cfg.text_model and cfg.train_token_rows != "none":
+        raise TurkclipError("--train-token-rows is for CLIP's own text tower; a --text-model has its own vocabulary")
+    if layers is not None and not cfg.text_model and cfg.lora.towers != "text":
+        raise TurkclipError("--lora-layers is for the text tower: it needs --lora-towers text")
+
+
 def _build_model(cfg: TrainConfig, clip, train_set, rehearsal):
     """(clip, model) to train: a new text tower on the frozen base, CLIP + LoRA, or all of CLIP."""
     if cfg.text_model:
-        if cfg.lora is not None and cfg.lora.layers is not None:
-            raise TurkclipError("--lora-layers is for CLIP's own text tower, not a --text-model")
-        if cfg.train_token_rows != "none":
-            raise TurkclipError("--train-token-rows is for CLIP's own text tower; a --text-model has its own vocabulary")
         tower = new_text_tower(cfg.text_model, clip.model.config.projection_dim)
         tower.prepare_training(cfg.text_train, cfg.lora)
         clip = swap_text_tower(clip, tower, source=cfg.text_model)
@@ -331,8 +338,6 @@ def _build_model(cfg: TrainConfig, clip, train_set, rehearsal):
         return clip, clip.model
     if cfg.lora is None:
         return clip, clip.model
-    if cfg.lora.layers is not None and cfg.lora.towers != "text":
-        raise TurkclipError("--lora-layers is for the text tower: it needs --lora-towers text")
     cfg.lora.token_ids = _token_rows(cfg, clip, train_set, rehearsal)
     return clip, attach_lora(clip.model, cfg.lora)
 
