@@ -176,3 +176,23 @@ def test_flag_combinations_are_refused_before_any_data_is_read(tiny_model, tmp_p
         assert cli(flags + extra) == 1
         err = capsys.readouterr().err
         assert phrase in err and "missing.csv" not in err, err
+
+
+def test_the_prefix_pass_is_read_from_the_disk_cache_and_keyed_by_the_frozen_weights(tiny_model, tmp_path,
+                                                                                    monkeypatch):
+    clip = load_clip(str(tiny_model))
+    first = PrefixText(lora_model(tiny_model, 1), clip.text, 1, CPU, "fp32")
+    first.remember(CAPTIONS, "tr", tmp_path)
+    assert len(list(tmp_path.glob("text-prefix-*.safetensors"))) == 1
+    again = PrefixText(lora_model(tiny_model, 1), clip.text, 1, CPU, "fp32")
+    monkeypatch.setattr(PrefixText, "_compute", lambda *a: pytest.fail("the pass ran again"))
+    again.remember(CAPTIONS, "tr", tmp_path)
+    assert again.memo.keys() == first.memo.keys()
+    for k, (state, pool) in first.memo.items():
+        assert torch.equal(again.memo[k][0], state) and again.memo[k][1] == pool
+    monkeypatch.undo()
+    changed = lora_model(tiny_model, 1)
+    with torch.no_grad():  # another frozen lower layer: another entry, not a stale hit
+        changed.get_base_model().text_model.encoder.layers[0].mlp.fc1.weight.add_(0.1)
+    PrefixText(changed, clip.text, 1, CPU, "fp32").remember(CAPTIONS, "tr", tmp_path)
+    assert len(list(tmp_path.glob("text-prefix-*.safetensors"))) == 2

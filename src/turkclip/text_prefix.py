@@ -22,10 +22,13 @@ same two calls: `inputs(items, device)` outside the model, `features(model, **in
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from transformers.masking_utils import create_causal_mask
 
+from . import cache
 from .embed import autocast, text_features
 
 STORE_DTYPE = {"bf16": torch.bfloat16}  # other precisions keep the prefix in fp32
@@ -59,13 +62,38 @@ class PrefixText:
 
     # --- outside the model: look the prefixes up (computing any new caption's once) and bucket them ---------
 
-    def remember(self, texts: list[str], lang: str) -> None:
-        """Compute and keep the prefixes of `texts` now (e.g. every train caption, before the first step)."""
+    def remember(self, texts: list[str], lang: str, cache_dir: Path | None = None) -> None:
+        """Compute and keep the prefixes of `texts` now (e.g. every train caption, before the first step). With
+        `cache_dir`, they are read from (or saved to) the disk cache, keyed by the frozen layers' weights and
+        config, the token ids and the precision: a second run with the same captions skips the pass."""
         todo = sorted({t for t in texts if (t, lang) not in self.memo}, key=len)
+        key = self._cache_key(todo, lang) if cache_dir is not None and todo else None
+        hit = cache.load(cache_dir, "text-prefix", key) if key else None
+        if hit is not None:
+            tensors, _ = hit
+            states = tensors["states"].split(tensors["lengths"].tolist())
+            self.memo.update({(t, lang): (s, int(p)) for t, s, p in zip(todo, states, tensors["pools"])})
+            return
+        computed = []
         for start in range(0, len(todo), self.batch_size):
             chunk = todo[start : start + self.batch_size]
             for t, state in zip(chunk, self._compute(chunk, lang)):
                 self.memo[(t, lang)] = state
+                computed.append(state)
+        if key:
+            cache.save(cache_dir, "text-prefix", key, {"states": torch.cat([s for s, _ in computed]),
+                                                       "lengths": torch.tensor([len(s) for s, _ in computed]),
+                                                       "pools": torch.tensor([p for _, p in computed])},
+                       {"captions": len(todo), "lang": lang})
+
+    def _cache_key(self, texts: list[str], lang: str) -> str:
+        config = {k: v for k, v in self.text_model.config.to_dict().items()
+                  if k not in ("_name_or_path", "transformers_version")}
+        frozen = {**{f"embeddings.{k}": v for k, v in self.text_model.embeddings.state_dict().items()},
+                  **{f"lower.{k}": v for k, v in self.lower.state_dict().items()}}
+        ids = self.text(texts, lang)["input_ids"]  # the tokenizer and its folding, as the pass would see them
+        return cache.make_key("text-prefix-v1", cache.tensors_fingerprint(frozen), config, len(self.lower),
+                              self.precision, cache.tensors_fingerprint({"ids": ids}), torch.__version__)
 
     def inputs(self, items, device: torch.device) -> dict:
         for lang in {it.lang for it in items}:

@@ -351,9 +351,10 @@ def _text_path(cfg: TrainConfig, clip, model, train_set, rehearsal, device, prec
             or cfg.lora.layers is None):
         return FullText(clip.text)
     path = PrefixText(model, clip.text, cfg.lora.layers, device, precision)
-    path.remember([c for caps in train_set.captions for c in caps], train_set.lang)
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None  # a second run with these captions reads the pass
+    path.remember([c for caps in train_set.captions for c in caps], train_set.lang, cache_dir)
     if rehearsal is not None:
-        path.remember([c for caps in rehearsal for c in caps], cfg.rehearsal_lang)
+        path.remember([c for caps in rehearsal for c in caps], cfg.rehearsal_lang, cache_dir)
     return path  # captions it has not seen (mirrored ones, --augment flip) are computed when first met
 
 
