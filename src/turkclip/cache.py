@@ -63,19 +63,27 @@ def load(folder: Path | None, kind: str, key: str) -> tuple[dict[str, torch.Tens
     return load_file(path), meta
 
 
-def save(folder: Path | None, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    if folder is None:
-        return
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write to, renamed to `path` when the block ends without an error and
+    removed otherwise: a reader (or a run killed mid-write) sees the old file or the whole new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"turkclip": json.dumps(meta)})
-        os.replace(tmp, folder / f"{kind}-{key}.safetensors")
+        yield Path(tmp)
+        os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def save(folder: Path | None, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    if folder is None:
+        return
+    with atomic_path(Path(folder) / f"{kind}-{key}.safetensors") as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"turkclip": json.dumps(meta)})
 
 
 def load_array(folder: Path | None, kind: str, key: str) -> torch.Tensor | None:
@@ -91,16 +99,8 @@ def load_array(folder: Path | None, kind: str, key: str) -> torch.Tensor | None:
 def save_array(folder: Path | None, kind: str, key: str, tensor: torch.Tensor) -> None:
     if folder is None:
         return
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".npy.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, tensor.detach().cpu().contiguous().numpy())
-        os.replace(tmp, folder / f"{kind}-{key}.npy")
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(Path(folder) / f"{kind}-{key}.npy") as tmp, tmp.open("wb") as f:
+        np.save(f, tensor.detach().cpu().contiguous().numpy())
 
 
 @contextlib.contextmanager

@@ -11,11 +11,11 @@ read with `torch.load(weights_only=True)`: no pickled code ever runs.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from turkclip.cache import atomic_path
 from turkclip.errors import TurkclipError
 
 SUBFOLDER = "checkpoint"
@@ -37,15 +37,8 @@ def save(folder: Path, model, optimizer, scheduler, position: dict, rng_per_rank
                 "per_rank": rng_per_rank or []},
         "position": position,  # epoch, step_in_epoch, global_step, best, ...
     }
-    (folder / SUBFOLDER).mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder / SUBFOLDER, prefix=".checkpoint-", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(folder / FILENAME) as tmp:
         torch.save(state, tmp)
-        os.replace(tmp, folder / FILENAME)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def move_legacy(folder: Path) -> None:

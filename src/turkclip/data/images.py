@@ -148,10 +148,8 @@ def load_images(
     if not root.is_dir():
         raise TurkclipError(f"images folder not found: {root}")
     paths = [resolve(root, name) for name in filenames]
-    workers = workers or min(8, os.cpu_count() or 1)
-    with ThreadPoolExecutor(workers) as pool:
-        results = list(tqdm(pool.map(lambda p: try_load(p, size), paths), total=len(paths),
-                            desc="decoding images", unit="img", leave=False, disable=None))  # None: not on a pipe
+    results = list(tqdm(decode_in_order(paths, lambda p: try_load(p, size), workers), total=len(paths),
+                        desc="decoding images", unit="img", leave=False, disable=None))  # None: not on a pipe
     kept = [i for i, r in enumerate(results) if not isinstance(r, str)]
     bad = [(filenames[i], r) for i, r in enumerate(results) if isinstance(r, str)]
     if not kept:

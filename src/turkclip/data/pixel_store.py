@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..cache import atomic_path
+
 
 class PixelStore:
     """uint8 images [N, 3, S, S] in a file, indexed like a tensor: `store[i]`, `store[a:b]`, `store[idx]`."""
@@ -138,34 +140,19 @@ def write_store(folder: Path | None, key: str, size: int, decoded: Iterable[np.n
     if folder is None:
         keep_alive = tempfile.TemporaryDirectory(prefix="turkclip-pixels-")
         folder = Path(keep_alive.name)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".u8.tmp")
+    data_path = Path(folder) / f"pixels-{key}.u8"
     count, problems = 0, []
-    try:
-        with os.fdopen(fd, "wb", buffering=0) as f:
-            bar = tqdm(decoded, total=total, desc=desc, unit="img", leave=False, disable=None)
-            for position, item in enumerate(bar):
-                if isinstance(item, str):
-                    problems.append((position, item))
-                    continue
-                if item.shape != (3, size, size) or item.dtype != np.uint8:
-                    raise ValueError(f"decoded image has shape {item.shape}, expected (3, {size}, {size}) uint8")
-                f.write(memoryview(np.ascontiguousarray(item)).cast("B"))
-                count += 1
-        data_path = folder / f"pixels-{key}.u8"
-        os.replace(tmp, data_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(data_path) as tmp, tmp.open("wb", buffering=0) as f:
+        for position, item in enumerate(tqdm(decoded, total=total, desc=desc, unit="img", leave=False, disable=None)):
+            if isinstance(item, str):
+                problems.append((position, item))
+                continue
+            if item.shape != (3, size, size) or item.dtype != np.uint8:
+                raise ValueError(f"decoded image has shape {item.shape}, expected (3, {size}, {size}) uint8")
+            f.write(memoryview(np.ascontiguousarray(item)).cast("B"))
+            count += 1
     meta = {"size": size, "count": count, "problems": problems}
     meta.update(describe(meta) if describe else {})
-    _write_json(folder / f"pixels-{key}.json", meta)
+    with atomic_path(data_path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(meta))
     return PixelStore(data_path, count, size, fingerprint=key, keep_alive=keep_alive), meta
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".json.tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)

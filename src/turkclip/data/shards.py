@@ -18,7 +18,6 @@ decoders and error handlers would not.
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,9 +175,7 @@ def unpack_images(pattern: str, folder: str | Path) -> tuple[int, int, list[tupl
         if target.is_file() and target.stat().st_size == len(sample.image):
             kept += 1
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(sample.image)
-        os.replace(tmp, target)
+        with cache.atomic_path(target) as tmp:
+            tmp.write_bytes(sample.image)
         written += 1
     return written, kept, problems
