@@ -99,23 +99,36 @@ def cached_image_embeddings(model, data: ImageTextSet, preprocess: Preprocess, d
                             precision: str, cache_dir: Path | None) -> torch.Tensor:
     """Image embeddings of `data` (the tower in eval mode: no dropout), from the cache when the image tower's
     weights and config, the files, the preprocessing, the precision and the torch/transformers versions match."""
-    import transformers  # here, not at the top: photo commands import this module and need no transformers
-
-    key = cache.make_key("image-embeds-v3", cache.tensors_fingerprint(image_tower(model).state_dict()),
-                         _image_tower_config(model), torch.__version__, transformers.__version__,
-                         pixel_store.fingerprint(data.pixels), preprocess, precision)
+    key = image_bank_key("image-embeds-v3", model, data, preprocess, precision)
     with cache.main_process_first():  # several processes: one embeds, the others read its entry
         hit = cache.load_array(cache_dir, "image-embeds", key)  # memory-mapped: processes share one copy
         if hit is not None:
             return hit
-        was_training = model.training
-        model.eval()  # a bank made in train mode would carry one random dropout draw for good
-        try:
+        with eval_mode(model):
             embeds = embed_images(model, data.pixels, preprocess, device, precision)
-        finally:
-            model.train(was_training)
         cache.save_array(cache_dir, "image-embeds", key, embeds)
     return cache.load_array(cache_dir, "image-embeds", key) if cache_dir is not None else embeds
+
+
+def image_bank_key(kind: str, model, data: ImageTextSet, preprocess: Preprocess, precision: str, *extra) -> str:
+    """The cache key of embeddings of `data`'s images by `model`'s frozen image tower: its weights and config, the
+    image files, the preprocessing, the precision, the torch/transformers versions, and `extra`."""
+    import transformers  # here, not at the top: photo commands import this module and need no transformers
+
+    return cache.make_key(kind, cache.tensors_fingerprint(image_tower(model).state_dict()), _image_tower_config(model),
+                          torch.__version__, transformers.__version__, pixel_store.fingerprint(data.pixels),
+                          preprocess, precision, *extra)
+
+
+@contextlib.contextmanager
+def eval_mode(model):
+    """`model` in eval mode for the block: a cached embedding made in train mode would keep one dropout draw."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def _image_tower_config(model) -> dict:

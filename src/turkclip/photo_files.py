@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import TurkclipError
+
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")  # gif: its first frame
 
 
@@ -54,11 +56,12 @@ def scan_photos(root: Path, exclude: Path | None = None) -> list[PhotoFile]:
 def inside(root: Path, relative: str) -> Path | None:
     """`root/relative` if it names an existing file inside `root` (no `..`, absolute paths or
     symlinks that lead out), else None. For serving files named by untrusted requests."""
-    if not relative or "\x00" in relative or relative.startswith(("/", "\\")) or os.path.isabs(relative):
+    from .data.images import resolve
+
+    if not relative:
         return None
-    root = root.resolve()
     try:
-        path = (root / relative).resolve()
-    except (OSError, RuntimeError):
+        path = resolve(root, relative)  # refuses absolute paths, NUL and escapes from root
+    except (TurkclipError, OSError, RuntimeError):
         return None
-    return path if path.is_relative_to(root) and path.is_file() else None
+    return path if path.is_file() else None

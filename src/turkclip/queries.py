@@ -33,14 +33,14 @@ def encode_photo(clip: Clip, photo, device: torch.device | str = "cpu", precisio
 
     Decoded by the project's decoder (`load_image`); anything PIL cannot read is a `TurkclipError`.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
-    from .data.images import load_image
+    from .data.images import DECODE_ERRORS, load_image
     from .embed import embed_images
 
     try:
         pixels = torch.from_numpy(load_image(photo, clip.preprocess.size))[None]
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:  # PIL's ways of saying "not an image"
+    except DECODE_ERRORS as e:
         name = getattr(photo, "name", photo)
         why = "not a photo format PIL reads" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
         raise TurkclipError(f"cannot read {name} as an image ({why.splitlines()[0]})") from None

@@ -54,10 +54,6 @@ class TextTower(nn.Module):
         self.frozen_encoder = False  # --text-train head: pooled features are remembered per caption
         self._pooled_memo: dict[bytes, torch.Tensor] = {}
 
-    @property
-    def hidden_size(self) -> int:
-        return self.dense.in_features
-
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Exactly what sentence-transformers does with the folder's default prompt: prompt + raw text."""
         batch = self.tokenizer([self.prompt + t for t in texts], padding="longest", truncation=True,
@@ -184,7 +180,7 @@ def base_fingerprint(clip_model: nn.Module) -> str:
     return tensors_fingerprint({"visual_projection": clip_model.visual_projection.weight})
 
 
-def new_text_tower(name: str, projection_dim: int, prompt: str | None = None) -> TextTower:
+def new_text_tower(name: str, projection_dim: int) -> TextTower:
     """A tower around the encoder `name` (hub id or folder) with a fresh projection — or, when `name` is a
     tower turkclip trained, that tower with its projection, to train further."""
     if sentence_folder.is_tower(name):
@@ -192,9 +188,7 @@ def new_text_tower(name: str, projection_dim: int, prompt: str | None = None) ->
         return tower
     encoder, tokenizer = sentence_folder.load_encoder(name)
     dense = nn.Linear(encoder.config.hidden_size, projection_dim)
-    if prompt is None:
-        prompt = sentence_folder.default_prompt(name)
-    return TextTower(encoder, tokenizer, dense, prompt)
+    return TextTower(encoder, tokenizer, dense, sentence_folder.default_prompt(name))
 
 
 def load_text_tower(folder: str | Path) -> tuple[TextTower, dict]:

@@ -20,7 +20,7 @@ from turkclip.model_card import best_validation, write_model_card
 from turkclip.predict import predict as predict_probs
 from turkclip.text_tower import load_text_tower, swap_text_tower
 
-from .distributed import is_main_process, process_group
+from .distributed import default_device, is_main_process, process_group
 from .inputs import evaluation_set
 from .report import format_table
 from .train import TrainConfig, train as run_training
@@ -32,8 +32,6 @@ def _cache_dir(flag: str | None) -> str | None:
     return flag or str(cache.default_dir())
 
 
-def _device(flag: str | None) -> torch.device:
-    return torch.device(flag or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def train(args) -> None:
@@ -122,7 +120,7 @@ def _evaluate(args, device: torch.device) -> None:
 
 def predict(args) -> None:
     clip = load_clip(args.model, args.tokenizer, text_model=args.text_model, adapter=args.adapter)
-    probs = predict_probs(clip, args.image, args.captions, args.lang, _device(args.device))
+    probs = predict_probs(clip, args.image, args.captions, args.lang, default_device(args.device))
     width = max(len(c) for c in args.captions)
     for caption, p in sorted(zip(args.captions, probs), key=lambda cp: -cp[1]):
         print(f"{p:7.2%}  {caption:<{width}}")
@@ -148,7 +146,7 @@ def _trained_lang(adapter: str) -> str:
 
 def _write_card(cfg: TrainConfig) -> None:
     """The adapter folder's README.md: a Hub model card with the kept epoch's validation metrics."""
-    if cfg.lora is None or getattr(cfg, "text_model", None):  # not a LoRA adapter (a text tower folder has its own)
+    if cfg.lora is None or cfg.text_model:  # not a LoRA adapter (a text tower folder has its own)
         return
     out = Path(cfg.output)
     log = out / "metrics.jsonl"
@@ -184,12 +182,6 @@ def convert_e5(args) -> None:
     size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
     print(f"e5-small written to {out} ({size:.0f} MiB, {time.perf_counter() - start:.0f} s): train with"
           f" `turkclip train --text-model {out} ...`; queries need the 'query: ' prefix")
-
-
-# ANCHOR photo commands (issue 9)
-
-
-# ANCHOR model tools (issue 9)
 
 
 def init_model(args) -> None:

@@ -104,6 +104,11 @@ def rng_states() -> list[dict] | None:
     return states
 
 
+def default_device(flag: str | None) -> torch.device:
+    """--device as given, else cuda when a GPU is there, else the CPU."""
+    return torch.device(flag or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
 @contextmanager
 def process_group(device_flag: str | None):
     """For `turkclip evaluate` and `index`: join the processes torchrun (or `accelerate launch`) started, for the
@@ -111,7 +116,7 @@ def process_group(device_flag: str | None):
     Started alone, it yields the plain device and makes no group. (`train` joins through Accelerate instead.)"""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1 or dist.is_initialized():
-        yield torch.device(device_flag or ("cuda" if torch.cuda.is_available() else "cpu"))
+        yield default_device(device_flag)
         return
     device = _process_device(device_flag, int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
@@ -124,7 +129,7 @@ def process_group(device_flag: str | None):
 
 
 def _process_device(flag: str | None, local_rank: int) -> torch.device:
-    wanted = torch.device(flag or ("cuda" if torch.cuda.is_available() else "cpu"))
+    wanted = default_device(flag)
     if wanted.type != "cuda":
         return wanted
     if wanted.index is not None:

@@ -5,20 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from turkclip.embed import resolve_precision
 from turkclip.errors import TurkclipError
 
-
-def _device(flag: str | None) -> torch.device:
-    return torch.device(flag or ("cuda" if torch.cuda.is_available() else "cpu"))
+from .distributed import default_device, is_main_process, process_group
 
 
 def index(args) -> None:
     from turkclip.photo_index import build_index
-
-    from .distributed import is_main_process, process_group
 
     if args.chunk_size < 1:
         raise TurkclipError(f"--chunk-size must be at least 1, not {args.chunk_size}")
@@ -61,7 +55,7 @@ def search(args) -> None:
         raise TurkclipError(f"-k must be at least 1, not {args.k}")
     idx = open_index(args.index)
     # one query: an exact pass over the gallery is cheaper than building a FAISS index for it
-    engine = open_search(idx, args.model, args.adapter, args.tokenizer, _device(args.device), use_faiss=False,
+    engine = open_search(idx, args.model, args.adapter, args.tokenizer, default_device(args.device), use_faiss=False,
                          text_model=args.text_model)
     if args.image is not None:
         if not Path(args.image).is_file():
@@ -98,7 +92,7 @@ def classify(args) -> None:
     if missing:
         raise TurkclipError(f"image not found: {missing[0]}")
     clip = load_clip(args.model, args.tokenizer, text_model=args.text_model, adapter=args.adapter)
-    results = classify_images(clip, args.images, labels, lang=args.lang, device=_device(args.device))
+    results = classify_images(clip, args.images, labels, lang=args.lang, device=default_device(args.device))
     if args.json:
         print(json.dumps([{"image": image, "labels": [{"label": label, "prob": round(p, 6)} for label, p in ranked[: args.k]]}
                           for image, ranked in zip(args.images, results)], ensure_ascii=False))
@@ -119,7 +113,7 @@ def serve(args) -> None:
         from .serve.app import create_app
     except ImportError as e:
         raise TurkclipError(f"`turkclip serve` needs the web extras: pip install 'turkclip[app]' ({e.name} is missing)") from None
-    engine = open_search(open_index(args.index), args.model, args.adapter, args.tokenizer, _device(args.device),
+    engine = open_search(open_index(args.index), args.model, args.adapter, args.tokenizer, default_device(args.device),
                          text_model=args.text_model)
     app = create_app(engine, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
     print(f"serving {len(engine.index.paths)} photos of {engine.index.root} on http://{args.host}:{args.port}"

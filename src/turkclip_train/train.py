@@ -149,15 +149,18 @@ def train(cfg: TrainConfig) -> dict:
     clip, model = _build_model(cfg, clip, train_set, rehearsal)
     model.train()
 
-    # 3. Text-only adaptation: the image tower is frozen, so embed every image once (cached on disk).
-    bank = val_bank = None
+    # 3. Text-only adaptation: the image tower is frozen, so embed every image once (cached on disk) — or, with
+    #    augmentation, K augmented views of it, from which each epoch takes its bank.
+    bank = val_bank = views = None
     if text_only:
         model.to(device)
-        bank = cached_image_embeddings(model, train_set, clip.preprocess, device, precision, cache_dir).to(device)
+        if policy.active:
+            views = view_bank(model, train_set, clip.preprocess, device, precision, cache_dir, policy, cfg.seed,
+                              cfg.augment_views)
+        else:
+            bank = cached_image_embeddings(model, train_set, clip.preprocess, device, precision, cache_dir).to(device)
         if val_set is not None:
             val_bank = cached_image_embeddings(model, val_set, clip.preprocess, device, precision, cache_dir)
-    views = view_bank(model, train_set, clip.preprocess, device, precision, cache_dir, policy, cfg.seed,
-                      cfg.augment_views) if text_only and policy.active else None
 
     # 3b. The text path: the whole text tower every step, or, when nothing below the top LoRA layers trains,
     #     only those layers on lower-layer states remembered per caption.

@@ -97,7 +97,8 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-_DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+# PIL's ways of saying "not an image" (UnidentifiedImageError is an OSError; kept for the reader)
+DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def try_load(path: Path, size: int) -> np.ndarray | str:
@@ -107,7 +108,7 @@ def try_load(path: Path, size: int) -> np.ndarray | str:
         if path.stat().st_size == 0:
             return "empty file"
         return load_image(path, size)
-    except _DECODE_ERRORS as e:
+    except DECODE_ERRORS as e:
         return f"unreadable ({type(e).__name__}: {e})"
 
 
@@ -117,7 +118,7 @@ def try_decode(data: bytes | None, size: int) -> np.ndarray | str:
         return "no image" if data is None else "empty image"
     try:
         return load_image(io.BytesIO(data), size)
-    except _DECODE_ERRORS as e:
+    except DECODE_ERRORS as e:
         return f"unreadable ({type(e).__name__}: {e})"
 
 
@@ -137,12 +138,11 @@ def decode_in_order(jobs: Iterable, decode: Callable, workers: int | None = None
 
 def load_images(
     root: str | Path, filenames: list[str], size: int, workers: int | None = None
-) -> tuple[torch.Tensor, list[int], list[tuple[str, str]]]:
+) -> tuple[torch.Tensor | None, list[int], list[tuple[str, str]]]:
     """Decode every image in parallel threads (PIL releases the GIL while decoding).
 
-    Returns (uint8 pixels [K, 3, size, size], indices of the K images that loaded,
-    [(filename, problem)] for the others). Whether bad images are fatal is the caller's call
-    (`check_bad`).
+    Returns (uint8 pixels [K, 3, size, size], or None when K is 0; indices of the K images that loaded;
+    [(filename, problem)] for the others). Whether bad images are fatal is the caller's call (`check_bad`).
     """
     root = Path(root)
     if not root.is_dir():
@@ -152,9 +152,8 @@ def load_images(
                         desc="decoding images", unit="img", leave=False, disable=None))  # None: not on a pipe
     kept = [i for i, r in enumerate(results) if not isinstance(r, str)]
     bad = [(filenames[i], r) for i, r in enumerate(results) if isinstance(r, str)]
-    if not kept:
-        raise TurkclipError(f"none of the {len(paths)} images under {root} could be read (first: {bad[0][0]}: {bad[0][1]})")
-    return torch.from_numpy(np.stack([results[i] for i in kept])), kept, bad
+    pixels = torch.from_numpy(np.stack([results[i] for i in kept])) if kept else None
+    return pixels, kept, bad
 
 
 def check_bad(root: str | Path, bad: list[tuple[str, str]], total: int, skip_bad: bool) -> None:

@@ -10,11 +10,11 @@ Each returns the trained model as a `Clip`, ready for `evaluate`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from turkclip import cache
-from turkclip.adapters import LoraSettings, load_adapter
+from turkclip.adapters import LoraSettings
 from turkclip.errors import TurkclipError
 from turkclip.model import Clip, load_clip
 from turkclip_train.train import Interrupted, TrainConfig, train
@@ -55,8 +55,7 @@ def train_lora(base: Base, recipe: LoraRecipe, folder: Path, seed: int, progress
         lora=LoraSettings(r=recipe.lora_r, alpha=recipe.lora_r, towers="text"), train_token_rows="new",
         rehearsal_captions=str(base.world.english), rehearsal_ratio=recipe.rehearsal_ratio,
         precision="fp32", seed=seed, progress=progress))
-    clip = load_clip(str(base.folder))
-    return replace(clip, model=load_adapter(clip.model, folder))
+    return load_clip(str(base.folder), adapter=str(folder))
 
 
 def train_tower(base: Base, recipe: TowerRecipe, folder: Path, seed: int, progress: bool,
