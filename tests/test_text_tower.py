@@ -215,6 +215,11 @@ def test_photo_index_searches_and_classifies_through_a_text_tower(tiny_model, ti
     swapped.model.save_pretrained(tower)
     report = build_index(tiny_images, tmp_path / "index", str(tiny_model), text_model=str(tower), progress=False)
     assert report.index.text_model == str(tower.resolve())
+    (tiny_images / "new.jpg").write_bytes((tiny_images / "00.jpg").read_bytes())  # an update without --text-model
+    updated = build_index(tiny_images, tmp_path / "index", progress=False).index  # keeps the recorded tower
+    assert updated.text_model == str(tower.resolve()) and "new.jpg" in updated.paths
+    (tiny_images / "new.jpg").unlink()
+    build_index(tiny_images, tmp_path / "index", progress=False)
 
     engine = open_search(open_index(tmp_path / "index"))  # the recorded tower is used without being named again
     hits = engine.text("kırmızı bir araba", k=3)

@@ -114,7 +114,10 @@ def open_index(folder: str | Path) -> PhotoIndex:
             raise TurkclipError(f"index {folder} is unfinished (its indexing run was interrupted): run"
                                 " `turkclip index` on the photo folder again to finish it")
         raise TurkclipError(f"{folder} is not a photo index: it has no {INDEX_FILE} (make one with `turkclip index`)")
-    tensors, meta = _read(folder / INDEX_FILE)
+    return _index_from(*_read(folder / INDEX_FILE), folder)
+
+
+def _index_from(tensors: dict[str, torch.Tensor], meta: dict, folder: Path) -> PhotoIndex:
     if meta.get("format") != "turkclip-photo-index" or meta.get("version") != VERSION:
         raise TurkclipError(f"{folder / INDEX_FILE} is not a turkclip photo index (version {VERSION})")
     paths = _unpack_paths(tensors["paths"])
@@ -151,7 +154,7 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
             "adapter": model_id(adapter) if fresh else old["adapter"],
             "tokenizer": model_id(tokenizer) if fresh else old["tokenizer"],
             # the text tower that queries go through (photos are embedded by the base's image tower either way)
-            "text_model": model_id(text_model) if text_model else old.get("text_model"),
+            "text_model": model_id(text_model) if text_model else old["text_model"],
             "precision": precision if fresh else old["precision"], "generation": old["generation"]}
 
     files = scan_photos(root, exclude=output)
@@ -189,7 +192,7 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
         meta["generation"] += 1
         meta["bad"] = report.bad
         shard.once(lambda: _write_index(output, rows, entries, meta))  # rank 0 writes; the others wait for it
-    report.index = open_index(output)
+    report.index = old["index"] if unchanged else open_index(output)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -257,20 +260,9 @@ def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progres
 
 
 def _decode(root: Path, names: list[str], size: int):
-    """The project's decoder on one chunk: (pixels, indices that loaded, [(name, problem)])."""
-    if not names:  # a process's share of a chunk smaller than the number of processes
-        return None, [], []
-    try:
-        return load_images(root, names, size, workers=min(4, os.cpu_count() or 1))
-    except TurkclipError:  # not one file of this chunk could be read: ask file by file for the reasons
-        problems = []
-        for name in names:
-            try:
-                load_images(root, [name], size, workers=1)
-            except TurkclipError as e:
-                # "none of the 1 images ... (first: NAME: PROBLEM)" → PROBLEM, worded as in a chunk that loaded
-                problems.append((name, str(e).split(f"(first: {name}: ", 1)[-1].removesuffix(")")))
-        return None, [], problems
+    """The project's decoder on one chunk (or a process's share of it, maybe empty): (pixels or None, indices that
+    loaded, [(name, problem)])."""
+    return load_images(root, names, size, workers=min(4, os.cpu_count() or 1))
 
 
 # ---- reading and writing the files -------------------------------------------------------------
@@ -313,18 +305,18 @@ def _write_index(output: Path, rows: list[str], entries: dict, meta: dict) -> No
 
 def _read_state(output: Path) -> dict:
     """Everything an update starts from: the finished index (if any) plus chunks of an interrupted run."""
-    state = {"root": None, "model": None, "adapter": None, "tokenizer": None, "precision": None, "generation": 0,
-             "entries": {}, "indexed": set(), "pending": set(), "bad": []}
+    state = {"root": None, "model": None, "adapter": None, "text_model": None, "tokenizer": None, "precision": None,
+             "generation": 0, "entries": {}, "indexed": set(), "pending": set(), "bad": [], "index": None}
     if output.exists() and not output.is_dir():
         raise TurkclipError(f"--output {output} is a file, not an index folder")
     if not output.is_dir():
         return state
     if (output / INDEX_FILE).is_file():
-        index = open_index(output)
-        state.update(root=str(index.root), model=index.model, adapter=index.adapter, tokenizer=index.tokenizer,
-                     precision=index.precision,
+        tensors, meta = _read(output / INDEX_FILE)  # read once: the index, and the entries an update keeps
+        index = _index_from(tensors, meta, output)
+        state.update(index=index, root=str(index.root), model=index.model, adapter=index.adapter, text_model=index.text_model,
+                     tokenizer=index.tokenizer, precision=index.precision,
                      generation=index.generation, bad=list(index.bad), indexed=set(index.paths))
-        tensors, _ = _read(output / INDEX_FILE)
         _add_entries(state["entries"], tensors)
     elif any(p.name != "chunks" for p in output.iterdir()):
         raise TurkclipError(f"--output {output} is a folder that is not a photo index: choose an empty or new folder")
@@ -333,7 +325,8 @@ def _read_state(output: Path) -> dict:
     for chunk in chunks:
         tensors, meta = _read(chunk)
         if state["model"] is None:
-            state.update({k: meta[k] for k in ("root", "model", "adapter", "tokenizer", "precision")})
+            state.update({k: meta[k] for k in ("root", "model", "adapter", "tokenizer", "precision")},
+                         text_model=meta.get("text_model"))
         state["pending"] |= set(_add_entries(state["entries"], tensors))
         state["bad"] = [b for b in state["bad"] if b[0] not in state["pending"]] + meta["bad"]
     return state
