@@ -67,8 +67,8 @@ def main() -> None:
 
 
 def model_pass(data) -> None:
-    from turkclip.architectures import init_model
-    from turkclip.embed import embed_images, resolve_precision
+    from turkclip.embedding.embed import embed_images, resolve_precision
+    from turkclip.models.architectures import init_model
 
     device = torch.device("cpu")
     precision = resolve_precision("auto", device)
@@ -84,7 +84,7 @@ def model_pass(data) -> None:
 
 def train_epoch() -> None:
     """One both-tower epoch of `train()` (ViT-B/32 random init, batch 64, no validation), side by side."""
-    from turkclip.architectures import init_model
+    from turkclip.models.architectures import init_model
     from turkclip_train.train import TrainConfig, train
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -27,13 +27,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from turkclip.adapters import LoraSettings, load_adapter
 from turkclip.data.captions import read_captions
 from turkclip.data.dataset import ImageTextSet, load_image_text_set
 from turkclip.data.flip_caption import flipped_or_none
-from turkclip.embed import embed_images, embed_texts
-from turkclip.evaluate import evaluate
-from turkclip.model import load_clip
+from turkclip.embedding.embed import embed_images, embed_texts
+from turkclip.evaluation.evaluate import evaluate
+from turkclip.roads import load_clip
+from turkclip.roads.adapters import LoraSettings, load_adapter
 from turkclip_train.demo.pretrain import pretrain
 from turkclip_train.demo.run import FULL
 from turkclip_train.train import TrainConfig, train

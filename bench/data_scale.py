@@ -101,7 +101,7 @@ def make_data(work: Path, sizes: list[int]) -> dict[int, Path]:
 
 def make_model(work: Path) -> Path:
     """CLIP's input size with a tiny network: the data path is what the bench measures."""
-    from turkclip import architectures
+    from turkclip.models import architectures
 
     folder = work / "model-224-tiny"
     if not (folder / "config.json").exists():
@@ -132,7 +132,7 @@ def child(kind: str, n: int, work: Path) -> dict:
         data = load_image_text_set(read_captions(captions, "tr"), work / "images", Preprocess(size=224), cache_dir=cache)
         return {"seconds": time.perf_counter() - start, "images": len(data), "peak_mb": _peak_mb(),
                 "store_gb": data.pixels.path.stat().st_size / 2**30}
-    from turkclip.adapters import LoraSettings
+    from turkclip.roads.adapters import LoraSettings
     from turkclip_train.train import TrainConfig, train
 
     out = work / f"run-{kind}-{n}"

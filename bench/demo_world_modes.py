@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from turkclip.adapters import LoraSettings, load_adapter
 from turkclip.data.captions import read_captions
 from turkclip.data.dataset import load_image_text_set
-from turkclip.evaluate import evaluate
-from turkclip.model import load_clip
+from turkclip.evaluation.evaluate import evaluate
+from turkclip.roads import load_clip
+from turkclip.roads.adapters import LoraSettings, load_adapter
 from turkclip_train.demo.pretrain import pretrain
 from turkclip_train.demo.run import FULL
 from turkclip_train.logs import plot_curves

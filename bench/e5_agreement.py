@@ -29,10 +29,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # the engine wrapper, sentence choice and e5 recipe of the test
-from test_e5_convert import EDGE_CASES, Engine, embed, sentences  # noqa: E402
 from conftest import FLICKR_TOKENS, TASVIRET  # noqa: E402
-
-from turkclip.e5_convert import convert_e5  # noqa: E402
+from test_e5_convert import EDGE_CASES, Engine, embed, sentences  # noqa: E402
+from turkclip.tools.e5.convert import convert_e5  # noqa: E402
 
 
 def timed_convert(out: Path, dtype: str) -> dict:

@@ -49,7 +49,7 @@ def embeddings(n_images: int, n_texts: int, dim: int = 512, seed: int = 0):
 
 
 def old_ranks(text_emb, image_emb, text_image):
-    """The code before block-wise ranks (src/turkclip/metrics.py at 45ecfe8): whole texts × images matrices."""
+    """The code before block-wise ranks (src/turkclip/evaluation/metrics.py at 45ecfe8): whole texts × images matrices."""
     sim = text_emb.float() @ image_emb.float().t()
     correct = sim.gather(1, text_image[:, None])
     t2i = (sim >= correct).sum(1)
@@ -62,7 +62,7 @@ def old_ranks(text_emb, image_emb, text_image):
 
 
 def measure(path: str, n_images: int, n_texts: int) -> dict:
-    from turkclip.metrics import retrieval_ranks
+    from turkclip.evaluation.metrics import retrieval_ranks
 
     texts, images, owner = embeddings(n_images, n_texts)
     before = _status_mb("VmRSS")

@@ -1,7 +1,7 @@
 """`turkclip index` against evaluate's image-embedding rate, and a rerun with nothing changed.
 
 One run, side by side, on the Flickr8k images in ../shared and a random-init model with
-ViT-B/32's exact architecture (`turkclip.architectures.init_model`):
+ViT-B/32's exact architecture (`turkclip.models.architectures.init_model`):
 
 1. evaluate's path: `load_images` (threaded decode + resize/crop) then `embed_images`, the two
    calls `turkclip evaluate` makes for a split's images (pixel cache off);
@@ -42,11 +42,11 @@ def main() -> None:
 
     import torch
 
-    from turkclip.architectures import init_model
     from turkclip.data.images import load_images
-    from turkclip.embed import embed_images, resolve_precision
-    from turkclip.photo_files import scan_photos
-    from turkclip.photo_index import build_index
+    from turkclip.embedding.embed import embed_images, resolve_precision
+    from turkclip.models.architectures import init_model
+    from turkclip.search.photo_files import scan_photos
+    from turkclip.search.photo_index import build_index
 
     work = Path(tempfile.mkdtemp(prefix="index-bench-"))
     folder = Path(args.folder)
@@ -68,7 +68,7 @@ def main() -> None:
         embed_images(model, pixels, clip.preprocess, device, precision, progress=False)
         return time.perf_counter() - t
 
-    from turkclip.model import load_clip
+    from turkclip.roads import load_clip
 
     t = time.perf_counter()
     load_clip(str(work / "model"))

@@ -24,9 +24,8 @@ import os
 import time
 from pathlib import Path
 
-from turkclip.adapters import LoraSettings
-from turkclip.model import load_clip
-from turkclip.adapters import load_adapter
+from turkclip.roads import load_clip
+from turkclip.roads.adapters import LoraSettings, load_adapter
 from turkclip_train.demo.pretrain import pretrain
 from turkclip_train.demo.run import FULL, _compare
 from turkclip_train.train import TrainConfig, train

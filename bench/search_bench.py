@@ -3,8 +3,8 @@
 For each gallery size (10k, 100k, 1M unit vectors of dimension 512) a child process builds
 the gallery, then measures, one query at a time (the web app's case):
 
-* exact: `turkclip.search.Searcher(use_faiss=False)` (one matrix product + partial sort);
-* FAISS: `turkclip.search.build_ivf` (sqrt(N) lists), for several `nprobe`;
+* exact: `turkclip.search.photo_search.Searcher(use_faiss=False)` (one matrix product + partial sort);
+* FAISS: `turkclip.search.photo_search.build_ivf` (sqrt(N) lists), for several `nprobe`;
 
 build time, query latency p50/p99, recall@10 of FAISS against exact, and the process's peak RSS.
 
@@ -72,7 +72,7 @@ def stats(times: list[float]) -> dict:
 def one(n: int, nprobes: list[int], n_queries: int) -> dict:
     import torch
 
-    from turkclip.search import Searcher, build_ivf
+    from turkclip.search.photo_search import Searcher, build_ivf
 
     t = time.perf_counter()
     vectors, queries = gallery(n)

@@ -35,9 +35,9 @@ def main() -> None:
     import uvicorn
     from playwright.sync_api import sync_playwright
 
-    from turkclip.architectures import init_model
-    from turkclip.photo_index import build_index, open_index
-    from turkclip.search import open_search
+    from turkclip.models.architectures import init_model
+    from turkclip.search.photo_index import build_index, open_index
+    from turkclip.search.photo_search import open_search
     from turkclip_train.serve.app import create_app
 
     work = Path(tempfile.mkdtemp(prefix="search-page-"))

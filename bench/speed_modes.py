@@ -6,7 +6,7 @@
 * `topN`   `text` with `--lora-layers N` (LoRA in the top N text layers; the lower ones run once per caption).
            N = the tower's depth (12) is the remembered-prefix path at every layer, against `text`'s `FullText`.
 * `raw`    the limit: the same LoRA model on pre-made tensors, loss + backward + optimizer step only.
-* `eval`   `turkclip.embed.embed_images` against `get_image_features` on pre-made tensors.
+* `eval`   `turkclip.embedding.embed.embed_images` against `get_image_features` on pre-made tensors.
 * `growth` several epochs of `train()` (both towers, with validation): RSS at the end of each epoch.
 * `prepare` the one-time costs: building the random-init model, decoding the images into the pixel cache.
 
@@ -141,7 +141,7 @@ def steps_per_epoch(captions: str, batch_size: int) -> int:
 def product(args, towers: str, negatives: str = "batch", full_epoch: bool = False, val: bool = False,
             epochs: int | None = None, text_train: str | None = None, layers: int | None = None) -> dict:
     """turkclip's training loop (`train()`), timed by `Probe`."""
-    from turkclip.adapters import LoraSettings
+    from turkclip.roads.adapters import LoraSettings
     from turkclip_train.train import TrainConfig
 
     spe = steps_per_epoch(args.captions, args.batch_size)
@@ -192,10 +192,10 @@ def typical_batch(clip, captions: str, images: str, batch_size: int, cache_dir: 
 
 
 def raw(args) -> dict:
-    from turkclip.adapters import LoraSettings, attach_lora
-    from turkclip.embed import autocast, features
-    from turkclip.loss import clip_loss
-    from turkclip.model import load_clip
+    from turkclip.embedding.embed import autocast, features
+    from turkclip.roads import load_clip
+    from turkclip.roads.adapters import LoraSettings, attach_lora
+    from turkclip.roads.loss import clip_loss
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -229,11 +229,11 @@ def raw(args) -> dict:
 # --- eval: embedding images ---------------------------------------------------------------------------------
 
 def evaluation(args) -> dict:
-    from turkclip.adapters import LoraSettings, attach_lora
     from turkclip.data.captions import read_captions
     from turkclip.data.dataset import load_image_text_set
-    from turkclip.embed import autocast, embed_images
-    from turkclip.model import load_clip
+    from turkclip.embedding.embed import autocast, embed_images
+    from turkclip.roads import load_clip
+    from turkclip.roads.adapters import LoraSettings, attach_lora
 
     device = torch.device(args.device)
     clip = load_clip(args.model_dir)
@@ -277,10 +277,10 @@ def growth(args) -> dict:
 
 def prepare(args) -> dict:
     """One-time costs: the random-init model (kept in the work folder between runs) and the pixel cache."""
-    from turkclip.architectures import init_model
     from turkclip.data.captions import read_captions
     from turkclip.data.dataset import load_image_text_set
-    from turkclip.model import load_clip
+    from turkclip.models.architectures import init_model
+    from turkclip.roads import load_clip
 
     out = {}
     if not (Path(args.model_dir) / "config.json").is_file():

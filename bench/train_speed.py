@@ -192,9 +192,9 @@ def one_line(r: dict) -> str:
 
 
 def describe_machine(args, load_start, load_end, seconds: float) -> dict:
+    import peft
     import torch
     import transformers
-    import peft
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -205,7 +205,7 @@ def describe_machine(args, load_start, load_end, seconds: float) -> dict:
         ram = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemTotal")) / 2**20
     except (OSError, StopIteration):
         ram = float("nan")
-    from turkclip.embed import resolve_precision
+    from turkclip.embedding.embed import resolve_precision
 
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" and torch.cuda.is_available() else None
     return {"auto_precision": resolve_precision("auto", torch.device(args.device)), "cpu": cpu, "cores": os.cpu_count(), "threads": torch.get_num_threads(), "ram_gib": ram, "gpu": gpu,

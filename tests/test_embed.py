@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import torch
 
-from turkclip.embed import cached_image_embeddings, embed_images, features, text_features
-from turkclip.model import load_clip
+from turkclip.embedding.embed import cached_image_embeddings, embed_images, features, text_features
+from turkclip.roads import load_clip
 
 
 def test_bucketed_text_features_equal_one_padded_batch(tiny_model):

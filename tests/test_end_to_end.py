@@ -13,8 +13,8 @@ from transformers import CLIPModel
 from conftest import FLICKR_TOKENS, IMAGES, TASVIRET_PRESENT, TOKENIZER, need_shared
 from turkclip.data.captions import read_captions
 from turkclip.data.dataset import load_image_text_set
-from turkclip.evaluate import evaluate
-from turkclip.model import load_clip
+from turkclip.evaluation.evaluate import evaluate
+from turkclip.roads import load_clip
 from turkclip_train.cli import main as cli
 
 SLICE = {"train": 48, "val": 16, "test": 16}

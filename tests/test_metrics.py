@@ -6,10 +6,9 @@ import statistics
 import pytest
 import torch
 
-from turkclip.loss import bank_loss, clip_loss
-from turkclip import metrics
-from turkclip.metrics import legacy_in_batch_top1, retrieval_metrics
-
+from turkclip.evaluation import metrics
+from turkclip.evaluation.metrics import legacy_in_batch_top1, retrieval_metrics
+from turkclip.roads.loss import bank_loss, clip_loss
 
 # --- brute-force reference: loops and sorting, no tensor tricks -------------------------------------------
 

@@ -21,8 +21,8 @@ import torch
 
 from conftest import write_captioned_images
 from test_multiprocess import TORCHRUN, workers
-from turkclip import photo_index
-from turkclip.photo_index import build_index, open_index
+from turkclip.search import photo_index
+from turkclip.search.photo_index import build_index, open_index
 from turkclip_train.cli import main
 
 pytestmark = pytest.mark.slow  # four 2-process launches

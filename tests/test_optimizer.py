@@ -8,8 +8,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from turkclip.model import load_clip, save_clip
-from turkclip_train.optimizer import MAX_LOGIT_SCALE, param_groups
+from turkclip.models.clip import save_clip
+from turkclip.roads import load_clip
+from turkclip.roads.optimizer import MAX_LOGIT_SCALE, param_groups
 from turkclip_train.train import TrainConfig, train
 
 

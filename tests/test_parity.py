@@ -15,9 +15,9 @@ import yaml
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from turkclip.adapters import load_adapter
-from turkclip.model import load_clip
-from turkclip.predict import predict
+from turkclip.roads import load_clip
+from turkclip.roads.adapters import load_adapter
+from turkclip.search.predict import predict
 from turkclip_train.cli import main
 
 # Every Turkish i: dotted/dotless, upper/lower, and İ written as I + combining dot (NFC makes it İ).

@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from turkclip import photo_index
 from turkclip.errors import TurkclipError
-from turkclip.photo_index import build_index, open_index
+from turkclip.search import photo_index
+from turkclip.search.photo_index import build_index, open_index
 
 
 def _photo(path: Path, seed: int, size=(40, 48)) -> Path:
@@ -42,8 +42,8 @@ def _build(photos, out, model=None, **kw):
 
 
 def test_build_embeds_every_photo_and_reports_unreadable(tiny_model, photos, tmp_path):
-    from turkclip.model import load_clip
-    from turkclip.queries import encode_photo
+    from turkclip.roads import load_clip
+    from turkclip.search.queries import encode_photo
 
     report = _build(photos, tmp_path / "idx", tiny_model, chunk_size=5)
     idx = open_index(tmp_path / "idx")
@@ -87,7 +87,7 @@ def test_rerun_with_nothing_changed_loads_no_model_and_writes_nothing(tiny_model
     def no_model(*a, **k):
         raise AssertionError("the model was loaded although nothing changed")
 
-    monkeypatch.setattr("turkclip.model.load_clip", no_model)
+    monkeypatch.setattr("turkclip.roads.load_clip", no_model)
     report = _build(photos, tmp_path / "idx")
     assert (report.added, report.changed, report.removed, report.kept) == (0, 0, 0, 16)
     assert (tmp_path / "idx" / photo_index.INDEX_FILE).stat().st_mtime_ns == stamp
@@ -147,8 +147,8 @@ def test_symlinks_leading_out_are_not_indexed(tiny_model, tiny_images, tmp_path)
 
 
 def test_index_with_an_adapter_records_it_and_uses_it(tiny_model, tiny_images, tmp_path):
-    from turkclip.adapters import LoraSettings, attach_lora
-    from turkclip.model import load_clip
+    from turkclip.roads import load_clip
+    from turkclip.roads.adapters import LoraSettings, attach_lora
 
     clip = load_clip(str(tiny_model))
     lora = attach_lora(clip.model, LoraSettings(r=2, alpha=2, dropout=0.0, targets=("q_proj", "v_proj"), towers="both"))

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from turkclip import queries
-from turkclip.classify import TURKISH_TEMPLATES, label_embeddings, parse_labels
 from turkclip.errors import TurkclipError
-from turkclip.photo_index import build_index
-from turkclip.search import Searcher
+from turkclip.search import queries
+from turkclip.search.classify import TURKISH_TEMPLATES, label_embeddings, parse_labels
+from turkclip.search.photo_index import build_index
+from turkclip.search.photo_search import Searcher
 from turkclip_train.cli import main
 
 
@@ -101,7 +101,7 @@ def test_classify_json_probabilities(tiny_model, tiny_images, capsys, tmp_path):
 
 
 def test_labels_are_ensembles_of_turkish_templates(tiny_model):
-    from turkclip.model import load_clip
+    from turkclip.roads import load_clip
 
     clip = load_clip(str(tiny_model))
     got = label_embeddings(clip, ["kedi", "köpek"])
@@ -132,8 +132,8 @@ def test_photo_commands_explain_themselves(command, capsys):
 
 def test_server_side_faiss_index_is_saved_and_reused(index, monkeypatch):
     pytest.importorskip("faiss", reason="faiss-cpu is not installed (pip install 'turkclip[app]')")
-    from turkclip import search
-    from turkclip.photo_index import open_index
+    from turkclip.search import photo_search as search
+    from turkclip.search.photo_index import open_index
 
     idx = open_index(index)
     built = search.open_search(idx, use_faiss=True)

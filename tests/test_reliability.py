@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from turkclip.adapters import LoraSettings, attach_lora, load_adapter
 from turkclip.data.captions import read_captions
 from turkclip.data.dataset import load_image_text_set
 from turkclip.data.images import Preprocess
 from turkclip.errors import TurkclipError
-from turkclip.model import load_clip
+from turkclip.roads import load_clip
+from turkclip.roads.adapters import LoraSettings, attach_lora, load_adapter
 from turkclip_train import checkpoint
 from turkclip_train import train as train_module
 from turkclip_train.cli import main

@@ -52,8 +52,8 @@ def open_browser(play):
 
 @pytest.fixture
 def site(tiny_model, tmp_path):
-    from turkclip.photo_index import build_index, open_index
-    from turkclip.search import open_search
+    from turkclip.search.photo_index import build_index, open_index
+    from turkclip.search.photo_search import open_search
     from turkclip_train.serve.app import create_app
 
     photos = tmp_path / "photos"

@@ -17,8 +17,8 @@ pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (pip insta
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from turkclip.photo_index import build_index, open_index  # noqa: E402
-from turkclip.search import open_search  # noqa: E402
+from turkclip.search.photo_index import build_index, open_index  # noqa: E402
+from turkclip.search.photo_search import open_search  # noqa: E402
 from turkclip_train.serve.app import create_app  # noqa: E402
 
 LIMIT = 200_000

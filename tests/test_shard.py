@@ -1,4 +1,4 @@
-"""`turkclip.shard` without processes: who takes which items, how the padded shares go back together, and that
+"""`turkclip.embedding.shard` without processes: who takes which items, how the padded shares go back together, and that
 one process is the plain path (one call on the items themselves). tests/test_multiprocess_embed.py runs it for real."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from turkclip import shard
+from turkclip.embedding import shard
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 4])

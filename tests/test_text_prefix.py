@@ -1,4 +1,4 @@
-"""`--lora-layers N` and the remembered lower-layer states (turkclip/text_prefix.py): exact against the full
+"""`--lora-layers N` and the remembered lower-layer states (turkclip/roads/text_prefix.py): exact against the full
 text tower, LoRA only where asked, adapters that reload as before, and the refusals."""
 
 import re
@@ -9,13 +9,13 @@ from peft import PeftModel
 from transformers import CLIPModel
 
 from conftest import write_captioned_images
-from turkclip.adapters import LoraSettings, attach_lora, load_adapter
 from turkclip.data.sampling import Item
-from turkclip.embed import autocast, text_features
+from turkclip.embedding.embed import autocast, text_features
 from turkclip.errors import TurkclipError
-from turkclip.loss import clip_loss
-from turkclip.model import load_clip
-from turkclip.text_prefix import FullText, PrefixText, pool_positions
+from turkclip.roads import load_clip
+from turkclip.roads.adapters import LoraSettings, attach_lora, load_adapter
+from turkclip.roads.loss import clip_loss
+from turkclip.roads.text_prefix import FullText, PrefixText, pool_positions
 from turkclip_train.cli import main as cli
 from turkclip_train.train import TrainConfig, train
 
@@ -126,8 +126,9 @@ def run_train(tiny_model, tmp_path, name, **kw):
 
 def test_train_with_lora_layers_matches_the_full_tower_path(tiny_model, tmp_path, monkeypatch):
     """Two epochs through train(): the remembered-prefix path ends with the same adapter as the full tower."""
-    import turkclip_train.train as T
     from safetensors.torch import load_file
+
+    import turkclip_train.train as T
 
     lora = lambda: LoraSettings(towers="text", dropout=0.0, layers=1)  # noqa: E731
     chosen = []

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import TOKENIZER, need_shared
 from turkclip.data.sampling import epoch_batches
-from turkclip.text import TextEncoder, normalize
+from turkclip.models.text import TextEncoder, normalize
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,8 @@ def tiny_encoder(tmp_path_factory) -> Path:
 
 
 def _tower_clip(tiny_model, encoder, mode="lora"):
-    from turkclip.model import load_clip
-    from turkclip.text_tower import new_text_tower, swap_text_tower
+    from turkclip.roads import load_clip
+    from turkclip.roads.text_tower import new_text_tower, swap_text_tower
 
     clip = load_clip(str(tiny_model))
     tower = new_text_tower(str(encoder), clip.model.config.projection_dim)
@@ -66,7 +66,7 @@ def test_head_mode_remembers_features_and_keeps_encoder_frozen(tiny_model, tiny_
 
 
 def test_tower_answers_like_clip_in_evaluate_and_bucketing_is_exact(tiny_model, tiny_encoder):
-    from turkclip.embed import text_features
+    from turkclip.embedding.embed import text_features
 
     _, swapped = _tower_clip(tiny_model, tiny_encoder, "lora")
     model = swapped.model.eval()
@@ -79,8 +79,8 @@ def test_tower_answers_like_clip_in_evaluate_and_bucketing_is_exact(tiny_model, 
 
 def test_saved_folder_is_a_sentence_transformer_with_turkclips_embeddings(tiny_model, tiny_encoder, tmp_path):
     st = pytest.importorskip("sentence_transformers", reason="sentence-transformers is a test dependency")
-    from turkclip.embed import embed_texts
-    from turkclip.model import load_clip
+    from turkclip.embedding.embed import embed_texts
+    from turkclip.roads import load_clip
 
     _, swapped = _tower_clip(tiny_model, tiny_encoder, "lora")
     with torch.no_grad():  # make LoRA non-zero, so merging it into the saved encoder matters
@@ -104,9 +104,9 @@ def test_saved_folder_is_a_sentence_transformer_with_turkclips_embeddings(tiny_m
 
 
 def test_tower_refuses_another_base(tiny_model, tiny_encoder, tmp_path):
-    from turkclip.architectures import init_model
     from turkclip.errors import TurkclipError
-    from turkclip.model import load_clip
+    from turkclip.models.architectures import init_model
+    from turkclip.roads import load_clip
 
     _, swapped = _tower_clip(tiny_model, tiny_encoder, "head")
     swapped.model.save_pretrained(tmp_path / "tower")
@@ -117,7 +117,7 @@ def test_tower_refuses_another_base(tiny_model, tiny_encoder, tmp_path):
 
 
 def test_distill_loss_pulls_toward_teacher_direction():
-    from turkclip.loss import distill_loss
+    from turkclip.roads.loss import distill_loss
 
     teacher = torch.randn(4, 8)
     assert distill_loss(teacher * 3.0, teacher).item() == pytest.approx(0.0, abs=1e-6)  # scale does not matter
@@ -135,9 +135,9 @@ def _pairs(tmp_path, images: Path) -> tuple[Path, Path]:
 
 @pytest.mark.parametrize("objective, mode", [("mix", "lora"), ("distill", "head"), ("contrastive", "full")])
 def test_train_writes_a_tower_that_loads_and_learnt(tiny_model, tiny_encoder, tiny_images, tmp_path, objective, mode):
-    from turkclip.embed import embed_texts
-    from turkclip.model import load_clip
-    from turkclip.text_tower import load_text_tower
+    from turkclip.embedding.embed import embed_texts
+    from turkclip.roads import load_clip
+    from turkclip.roads.text_tower import load_text_tower
     from turkclip_train.train import TrainConfig, train
 
     tr, en = _pairs(tmp_path, tiny_images)
@@ -203,12 +203,12 @@ def test_bad_text_models_are_one_line_errors(tiny_model, tiny_encoder, tiny_imag
 
 
 def test_photo_index_searches_and_classifies_through_a_text_tower(tiny_model, tiny_encoder, tiny_images, tmp_path):
-    from turkclip.classify import classify
     from turkclip.errors import TurkclipError
-    from turkclip.model import load_clip
-    from turkclip.photo_index import build_index, open_index
-    from turkclip.queries import encode_queries
-    from turkclip.search import open_search
+    from turkclip.roads import load_clip
+    from turkclip.search.classify import classify
+    from turkclip.search.photo_index import build_index, open_index
+    from turkclip.search.photo_search import open_search
+    from turkclip.search.queries import encode_queries
 
     _, swapped = _tower_clip(tiny_model, tiny_encoder, "head")
     tower = tmp_path / "tower"

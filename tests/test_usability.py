@@ -108,8 +108,8 @@ def test_unreachable_model_fails_fast_in_one_line(tmp_path):
 
 def test_init_model_writes_a_loadable_random_model(tmp_path, capsys):
     need_shared(TOKENIZER)
-    from turkclip.architectures import ARCHITECTURES
-    from turkclip.model import load_clip
+    from turkclip.models.architectures import ARCHITECTURES
+    from turkclip.roads import load_clip
 
     for seed in (1, 2):
         assert main(["init-model", "tiny", str(tmp_path / f"m{seed}"), "--tokenizer", str(TOKENIZER),
@@ -147,8 +147,8 @@ def test_a_run_from_before_the_checkpoint_folder_is_still_a_run(tmp_path):
 
 
 def test_processor_never_overwrites_a_sentence_transformers_folder(tiny_model, tmp_path):
-    from turkclip.model import load_clip
-    from turkclip.processor import save_processor
+    from turkclip.models.processor import save_processor
+    from turkclip.roads import load_clip
 
     (tmp_path / "modules.json").write_text("[]")
     (tmp_path / "tokenizer.json").write_text("the text tower's own")

@@ -12,15 +12,19 @@ for transformers and PEFT.
 from importlib import import_module
 
 _WHERE = {
-    "LoraSettings": "adapters", "attach_lora": "adapters", "load_adapter": "adapters",
-    "CaptionSet": "data.captions", "read_captions": "data.captions",
-    "ImageTextSet": "data.dataset", "load_image_text_set": "data.dataset",
-    "TurkclipError": "errors", "evaluate": "evaluate", "bank_loss": "loss", "clip_loss": "loss",
-    "distill_loss": "loss", "retrieval_metrics": "metrics",
-    "DEFAULT_MODEL": "model", "Clip": "model", "load_clip": "model", "save_clip": "model",
-    "predict": "predict", "flip_caption": "data.flip_caption",
-    "SwappedClip": "text_tower", "TextTower": "text_tower", "load_text_tower": "text_tower",
-    "new_text_tower": "text_tower", "swap_text_tower": "text_tower",
+    "TurkclipError": "errors",
+    # models/: the base CLIP
+    "DEFAULT_MODEL": "models.clip", "Clip": "models.clip", "save_clip": "models.clip",
+    # roads/: the two roads to a new language
+    "load_clip": "roads", "LoraSettings": "roads.adapters", "attach_lora": "roads.adapters",
+    "load_adapter": "roads.adapters", "SwappedClip": "roads.text_tower", "TextTower": "roads.text_tower",
+    "load_text_tower": "roads.text_tower", "new_text_tower": "roads.text_tower", "swap_text_tower": "roads.text_tower",
+    "bank_loss": "roads.loss", "clip_loss": "roads.loss", "distill_loss": "roads.loss",
+    # data/: captions, images, datasets
+    "CaptionSet": "data.captions", "read_captions": "data.captions", "ImageTextSet": "data.dataset",
+    "load_image_text_set": "data.dataset", "flip_caption": "data.flip_caption",
+    # evaluation/ and search/: using a model
+    "evaluate": "evaluation.evaluate", "retrieval_metrics": "evaluation.metrics", "predict": "search.predict",
 }
 __all__ = sorted(_WHERE)
 __version__ = "0.1.0"

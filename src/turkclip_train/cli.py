@@ -13,7 +13,7 @@ import sys
 import traceback
 
 # Nothing from `turkclip` is imported up here: it pulls in torch, transformers and peft (seconds),
-# and `--help` should be instant. tests/test_cli.py checks this stays equal to turkclip.model's.
+# and `--help` should be instant. tests/test_cli.py checks this stays equal to turkclip.models.clip's.
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 SEED_RECIPE = "defaults reproduce the seed notebook: r=16, alpha=16, q_proj+v_proj in both towers, dropout 0.1, lr 1e-4, batch 64, 5 epochs"
 
@@ -277,9 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from turkclip.errors import TurkclipError  # heavy imports (torch, transformers) only after --help has been served
-
     from importlib import import_module
+
+    from turkclip.errors import TurkclipError  # heavy imports (torch, transformers) only after --help has been served
 
     from .memory import release_freed_memory
 

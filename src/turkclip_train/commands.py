@@ -9,21 +9,24 @@ from pathlib import Path
 import torch
 
 from turkclip import cache
-from turkclip.adapters import LoraSettings, load_adapter
 from turkclip.data.augment import parse_policy
 from turkclip.data.captions import read_captions
-from turkclip.embed import resolve_precision
+from turkclip.embedding.embed import resolve_precision
 from turkclip.errors import TurkclipError
-from turkclip.evaluate import evaluate as evaluate_split, image_embeddings
-from turkclip.model import load_clip, save_clip
-from turkclip.model_card import best_validation, write_model_card
-from turkclip.predict import predict as predict_probs
-from turkclip.text_tower import load_text_tower, swap_text_tower
+from turkclip.evaluation.evaluate import evaluate as evaluate_split
+from turkclip.evaluation.evaluate import image_embeddings
+from turkclip.models.clip import save_clip
+from turkclip.roads import load_clip
+from turkclip.roads.adapters import LoraSettings, load_adapter
+from turkclip.roads.model_card import best_validation, write_model_card
+from turkclip.roads.text_tower import load_text_tower, swap_text_tower
+from turkclip.search.predict import predict as predict_probs
 
 from .distributed import default_device, is_main_process, process_group
 from .inputs import evaluation_set
 from .report import format_table
-from .train import TrainConfig, train as run_training
+from .train import TrainConfig
+from .train import train as run_training
 
 
 def _cache_dir(flag: str | None) -> str | None:
@@ -166,7 +169,7 @@ def _write_card(cfg: TrainConfig) -> None:
 
 
 def demo(args) -> None:
-    from .demo.run import run_demo
+    from turkclip_train.demo.run import run_demo
 
     run_demo(Path(args.output), seed=args.seed, quick=args.quick, route=args.route)
 
@@ -175,7 +178,7 @@ def demo(args) -> None:
 def convert_e5(args) -> None:
     import time
 
-    from turkclip.e5_convert import convert_e5 as convert
+    from turkclip.tools.e5.convert import convert_e5 as convert
 
     start = time.perf_counter()
     out = convert(args.output, args.source, args.dtype)
@@ -185,7 +188,7 @@ def convert_e5(args) -> None:
 
 
 def init_model(args) -> None:
-    from turkclip.architectures import init_model as build
+    from turkclip.models.architectures import init_model as build
 
     build(args.architecture, args.tokenizer, args.output, seed=args.seed)
     print(f"random-init {args.architecture} written to {args.output} (pass --model {args.output}; its retrieval is chance"

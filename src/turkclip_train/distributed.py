@@ -12,7 +12,7 @@ processes stop at the same step; a process that left alone would leave the other
 With one process every function here is a plain no-op.
 
 `evaluate` and `index` join the launched processes through `process_group` and split their embedding with
-`turkclip.shard`.
+`turkclip.embedding.shard`.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+from turkclip.embedding.shard import share
 from turkclip.errors import TurkclipError
-from turkclip.shard import share
 
 
 def is_main_process() -> bool:

@@ -36,7 +36,6 @@ def plot_curves(runs: dict[str, list[dict]], png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))

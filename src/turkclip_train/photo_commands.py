@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from turkclip.embed import resolve_precision
+from turkclip.embedding.embed import resolve_precision
 from turkclip.errors import TurkclipError
 
 from .distributed import default_device, is_main_process, process_group
 
 
 def index(args) -> None:
-    from turkclip.photo_index import build_index
+    from turkclip.search.photo_index import build_index
 
     if args.chunk_size < 1:
         raise TurkclipError(f"--chunk-size must be at least 1, not {args.chunk_size}")
@@ -44,8 +44,8 @@ def index(args) -> None:
 
 
 def search(args) -> None:
-    from turkclip.photo_index import open_index
-    from turkclip.search import open_search
+    from turkclip.search.photo_index import open_index
+    from turkclip.search.photo_search import open_search
 
     if (args.query is None) == (args.image is None):
         raise TurkclipError("give a text query or --image PHOTO (one of the two)")
@@ -71,8 +71,9 @@ def search(args) -> None:
 
 
 def classify(args) -> None:
-    from turkclip.classify import classify as classify_images, parse_labels
-    from turkclip.model import load_clip
+    from turkclip.roads import load_clip
+    from turkclip.search.classify import classify as classify_images
+    from turkclip.search.classify import parse_labels
 
     if (args.labels is None) == (args.labels_file is None):
         raise TurkclipError("give --labels \"kedi,köpek,kuş\" or --labels-file FILE (one of the two)")
@@ -104,13 +105,13 @@ def classify(args) -> None:
 
 
 def serve(args) -> None:
-    from turkclip.photo_index import open_index
-    from turkclip.search import open_search
+    from turkclip.search.photo_index import open_index
+    from turkclip.search.photo_search import open_search
 
     try:
         import uvicorn
 
-        from .serve.app import create_app
+        from turkclip_train.serve.app import create_app
     except ImportError as e:
         raise TurkclipError(f"`turkclip serve` needs the web extras: pip install 'turkclip[app]' ({e.name} is missing)") from None
     engine = open_search(open_index(args.index), args.model, args.adapter, args.tokenizer, default_device(args.device),

@@ -2,7 +2,7 @@
 
 Read `train()` top to bottom: data → model and adapter → (text-only: cached image
 embeddings) → the text path (the whole text tower per step, or only its trained top layers on
-remembered lower-layer states, turkclip/text_prefix.py) → optimizer and schedule → resume → the loop →
+remembered lower-layer states, turkclip/roads/text_prefix.py) → optimizer and schedule → resume → the loop →
 the best adapter in `output`.
 Accelerate supplies the device, mixed precision and multi-GPU (`accelerate launch`);
 everything else is plain PyTorch.
@@ -29,26 +29,27 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from turkclip import cache
-from turkclip.adapters import LoraSettings, attach_lora
-from turkclip.augment_views import view_bank
 from turkclip.data.augment import batch_pixels, parse_policy
 from turkclip.data.captions import read_captions
 from turkclip.data.sampling import epoch_batches
-from turkclip.distill import build_teacher
-from turkclip.embed import cached_image_embeddings, features, resolve_precision
+from turkclip.embedding.embed import cached_image_embeddings, features, resolve_precision
+from turkclip.embedding.views import view_bank
 from turkclip.errors import TurkclipError
-from turkclip.evaluate import evaluate
-from turkclip.loss import bank_loss, clip_loss, distill_loss
-from turkclip.model import DEFAULT_MODEL, load_clip, save_clip
-from turkclip.processor import save_processor
-from turkclip.text_prefix import FullText, PrefixText
-from turkclip.text_tower import new_text_tower, swap_text_tower
+from turkclip.evaluation.evaluate import evaluate
+from turkclip.models.clip import DEFAULT_MODEL, save_clip
+from turkclip.models.processor import save_processor
+from turkclip.roads import load_clip
+from turkclip.roads.adapters import LoraSettings, attach_lora
+from turkclip.roads.loss import bank_loss, clip_loss, distill_loss
+from turkclip.roads.optimizer import clamp_logit_scale, param_groups
+from turkclip.roads.teacher import build_teacher
+from turkclip.roads.text_prefix import FullText, PrefixText
+from turkclip.roads.text_tower import new_text_tower, swap_text_tower
 
 from . import checkpoint, distributed
 from .inputs import training_sets
 from .logs import MetricsLog, plot_curves
 from .memory import release_freed_memory
-from .optimizer import clamp_logit_scale, param_groups
 
 # Test hook: seconds to sleep after each optimizer step, so tests/test_resume.py can interrupt a run mid-epoch.
 _STEP_DELAY = float(os.environ.get("TURKCLIP_TEST_STEP_DELAY", "0"))

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import TurkclipError
-from .flip_caption import LANGS as FLIP_LANGS
+from turkclip.data.flip_caption import LANGS as FLIP_LANGS
+from turkclip.errors import TurkclipError
 
 OPS = ("crop", "flip", "color")
 DEFAULT_CROP_SCALE = (0.9, 1.0)  # open_clip's; 0.6 cut captioned shapes away in the demo world

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import TurkclipError
+from turkclip.errors import TurkclipError
 
 
 @dataclass

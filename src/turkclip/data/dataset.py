@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from .. import cache
-from ..errors import TurkclipError
-from .captions import CaptionSet
-from .images import Preprocess, try_load, check_bad, check_present, decode_in_order, resolve
-from .pixel_store import PixelStore, open_store, write_store
+from turkclip import cache
+from turkclip.data.captions import CaptionSet
+from turkclip.data.images import Preprocess, check_bad, check_present, decode_in_order, resolve, try_load
+from turkclip.data.pixel_store import PixelStore, open_store, write_store
+from turkclip.errors import TurkclipError
 
 
 @dataclass

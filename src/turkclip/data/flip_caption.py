@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 
-from ..errors import TurkclipError
+from turkclip.errors import TurkclipError
 
 LANGS = ("tr", "en")
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..cache import atomic_path
+from turkclip.cache import atomic_path
 
 
 class PixelStore:
@@ -106,7 +106,7 @@ def fingerprint(pixels) -> str:
     """What names a set of pixels in a cache key: a store's own fingerprint, or a hash of a tensor's bytes."""
     if isinstance(pixels, PixelStore):
         return pixels.fingerprint
-    from ..cache import tensors_fingerprint
+    from turkclip.cache import tensors_fingerprint
 
     return tensors_fingerprint({"pixels": pixels})
 

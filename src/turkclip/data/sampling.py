@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .augment import flip_coin
-from .flip_caption import flipped_or_none
+from turkclip.data.augment import flip_coin
+from turkclip.data.flip_caption import flipped_or_none
 
 
 @dataclass(frozen=True)

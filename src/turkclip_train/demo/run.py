@@ -25,10 +25,11 @@ import torch.nn.functional as F
 from turkclip import cache
 from turkclip.data.captions import read_captions
 from turkclip.data.dataset import ImageTextSet, load_image_text_set
-from turkclip.embed import cached_image_embeddings, embed_texts
+from turkclip.embedding.embed import cached_image_embeddings, embed_texts
 from turkclip.errors import TurkclipError
-from turkclip.evaluate import evaluate
-from turkclip.model import Clip, load_clip
+from turkclip.evaluation.evaluate import evaluate
+from turkclip.models.clip import Clip
+from turkclip.roads import load_clip
 from turkclip_train.logs import plot_curves
 from turkclip_train.report import format_table
 

@@ -23,10 +23,10 @@ from pathlib import Path
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.responses import FileResponse, JSONResponse
 
-from turkclip.classify import AS_IS, classify, parse_labels
 from turkclip.errors import TurkclipError
-from turkclip.photo_files import inside
-from turkclip.search import PhotoSearch
+from turkclip.search.classify import AS_IS, classify, parse_labels
+from turkclip.search.photo_files import inside
+from turkclip.search.photo_search import PhotoSearch
 
 STATIC = Path(__file__).parent / "static"
 MAX_K = 200

@@ -11,9 +11,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .embed import embed_texts
-from .errors import TurkclipError
-from .model import Clip
+from turkclip.embedding.embed import embed_texts
+from turkclip.errors import TurkclipError
+from turkclip.models.clip import Clip
 
 
 def encode_queries(clip: Clip, texts: list[str], lang: str = "tr", device: torch.device | str = "cpu",
@@ -35,8 +35,8 @@ def encode_photo(clip: Clip, photo, device: torch.device | str = "cpu", precisio
     """
     from PIL import UnidentifiedImageError
 
-    from .data.images import DECODE_ERRORS, load_image
-    from .embed import embed_images
+    from turkclip.data.images import DECODE_ERRORS, load_image
+    from turkclip.embedding.embed import embed_images
 
     try:
         pixels = torch.from_numpy(load_image(photo, clip.preprocess.size))[None]

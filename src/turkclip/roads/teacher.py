@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from . import cache
-from .data.sampling import Item
-from .embed import embed_texts, resolve_precision
-from .errors import TurkclipError
+from turkclip import cache
+from turkclip.data.sampling import Item
+from turkclip.embedding.embed import embed_texts, resolve_precision
+from turkclip.errors import TurkclipError
 
 
 class Teacher:

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
-from .errors import TurkclipError
-from .model import Clip, load_failure, offline_kwargs, save_clip
-from .data.images import Preprocess
-from .text import TextEncoder
+from turkclip.data.images import Preprocess
+from turkclip.errors import TurkclipError
+from turkclip.models.clip import Clip, load_failure, offline_kwargs, save_clip
+from turkclip.models.text import TextEncoder
 
 
 def _config(text: dict, vision: dict, projection_dim: int) -> dict:

@@ -30,9 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .e5_file import E5File, read_e5_file
-from .e5_tokenizer import build_tokenizer
-from .errors import TurkclipError
+from turkclip.errors import TurkclipError
+from turkclip.tools.e5.file import E5File, read_e5_file
+from turkclip.tools.e5.tokenizer import build_tokenizer
 
 BUNDLED_FILE = "e5-small-q4.bin"
 QUERY_PREFIX, PASSAGE_PREFIX = "query: ", "passage: "

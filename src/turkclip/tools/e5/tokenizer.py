@@ -17,10 +17,9 @@ import struct
 from collections import deque
 
 import numpy as np
-
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from .errors import TurkclipError
+from turkclip.errors import TurkclipError
 
 META = "\u2581"
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")

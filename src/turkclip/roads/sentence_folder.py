@@ -25,8 +25,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .errors import TurkclipError
-from .model import load_failure, offline_kwargs
+from turkclip.errors import TurkclipError
+from turkclip.models.clip import load_failure, offline_kwargs
 
 ALIGNMENT_FILE = "turkclip_text_tower.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import TurkclipError
-from .model import Clip
-from .photo_index import PhotoIndex, check_model
+from turkclip.errors import TurkclipError
+from turkclip.models.clip import Clip
+from turkclip.search.photo_index import PhotoIndex, check_model
 
 FAISS_FROM = 100_000  # photos; below this exact search wins (see the module docstring)
 NPROBE = 32  # IVF lists visited per query (bench/search_bench.py: recall@10 vs latency)
@@ -145,7 +145,7 @@ class PhotoSearch:
         self.model_lock = threading.Lock()  # one forward pass at a time: threads would fight over the cores
 
     def text(self, query: str, k: int = 10, lang: str = "tr") -> list[Hit]:
-        from . import queries
+        from turkclip.search import queries
 
         with self.model_lock:
             q = queries.encode_queries(self.clip, [query], lang, self.device, self.index.precision)
@@ -153,7 +153,7 @@ class PhotoSearch:
 
     def photo(self, photo, k: int = 10) -> list[Hit]:
         """Photos like `photo` (a path or an open binary file)."""
-        from . import queries
+        from turkclip.search import queries
 
         with self.model_lock:
             q = queries.encode_photo(self.clip, photo, self.device, self.index.precision)
@@ -180,7 +180,7 @@ def open_search(index: PhotoIndex, model: str | None = None, adapter: str | None
 
     use_faiss: None = from FAISS_FROM photos on (a server answering many queries); False for a
     single query, where building the FAISS index would cost more than one exact pass."""
-    from .model import load_clip
+    from turkclip.roads import load_clip
 
     check_model(index, model, adapter, text_model)
     clip = load_clip(index.model, tokenizer or index.tokenizer, adapter=index.adapter,

@@ -20,7 +20,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dic
 from safetensors import SafetensorError, safe_open
 from transformers import CLIPModel
 
-from .errors import TurkclipError
+from turkclip.errors import TurkclipError
 
 # peft reads transformers 5's deprecated `is_gradient_checkpointing`: noise on every run, nothing the user can fix.
 _PEFT_NOISE = "`is_gradient_checkpointing` is deprecated"

@@ -40,10 +40,11 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from tqdm.auto import tqdm
 
-from . import cache, shard
-from .data.images import load_images
-from .errors import TurkclipError
-from .photo_files import PHOTO_SUFFIXES, PhotoFile, scan_photos
+from turkclip import cache
+from turkclip.data.images import load_images
+from turkclip.embedding import shard
+from turkclip.errors import TurkclipError
+from turkclip.search.photo_files import PHOTO_SUFFIXES, PhotoFile, scan_photos
 
 INDEX_FILE = "photo-index.safetensors"
 VERSION = 1
@@ -146,7 +147,7 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
         raise TurkclipError(f"{output} was built with model {old['model']} (adapter {old['adapter']}); re-index it"
                             " with the same model (leave out --model/--adapter) or choose another --output")
     if name is None:  # a new index without --model (imported here: an update needs no transformers)
-        from .model import DEFAULT_MODEL
+        from turkclip.models.clip import DEFAULT_MODEL
 
         name = DEFAULT_MODEL
     fresh = old["model"] is None
@@ -217,8 +218,8 @@ def _check_same_plan(todo: list[PhotoFile], meta: dict, done: int) -> None:
 def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress, done) -> list[list]:
     """Embed `todo` a chunk at a time, saving each chunk before the next; returns the unreadable files.
     Several processes: each decodes and embeds its share of a chunk, all receive the chunk, rank 0 saves it."""
-    from .embed import embed_images
-    from .model import load_clip
+    from turkclip.embedding.embed import embed_images
+    from turkclip.roads import load_clip
 
     clip = load_clip(meta["model"], meta["tokenizer"], adapter=meta["adapter"])
     device = torch.device(device)

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import sentence_folder
-from .adapters import LoraSettings
-from .errors import TurkclipError
+from turkclip.errors import TurkclipError
+from turkclip.roads import sentence_folder
+from turkclip.roads.adapters import LoraSettings
 
 TRAIN_MODES = ("head", "lora", "full")
 MAX_LENGTH = 128  # tokens per caption: captions are short; sentence-transformers truncates at the same place
@@ -122,7 +122,7 @@ def attach_encoder_lora(encoder: nn.Module, settings: LoraSettings) -> nn.Module
 
 
 class TowerText:
-    """The tokenizer side of a `TextTower`, shaped like `turkclip.text.TextEncoder` (what the loop calls).
+    """The tokenizer side of a `TextTower`, shaped like `turkclip.models.text.TextEncoder` (what the loop calls).
 
     No Turkish case folding: the tower's own tokenizer was trained on cased multilingual text.
     """
@@ -175,7 +175,7 @@ class SwappedClip(nn.Module):
 
 def base_fingerprint(clip_model: nn.Module) -> str:
     """Which image embedding space a tower is aligned to: a hash of the base's image projection."""
-    from .cache import tensors_fingerprint
+    from turkclip.cache import tensors_fingerprint
 
     return tensors_fingerprint({"visual_projection": clip_model.visual_projection.weight})
 
@@ -199,7 +199,7 @@ def load_text_tower(folder: str | Path) -> tuple[TextTower, dict]:
 
 def swap_text_tower(clip, tower: TextTower, alignment: dict | None = None, source: str = ""):
     """`clip` with its captions going through `tower` (a new `Clip`; the base model is shared, frozen)."""
-    from .model import Clip
+    from turkclip.models.clip import Clip
 
     if tower.dense.out_features != clip.model.config.projection_dim:
         raise TurkclipError(f"text tower {source} projects to {tower.dense.out_features} dimensions but {clip.name}'s"

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import TurkclipError
+from turkclip.errors import TurkclipError
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")  # gif: its first frame
 
@@ -56,7 +56,7 @@ def scan_photos(root: Path, exclude: Path | None = None) -> list[PhotoFile]:
 def inside(root: Path, relative: str) -> Path | None:
     """`root/relative` if it names an existing file inside `root` (no `..`, absolute paths or
     symlinks that lead out), else None. For serving files named by untrusted requests."""
-    from .data.images import resolve
+    from turkclip.data.images import resolve
 
     if not relative:
         return None

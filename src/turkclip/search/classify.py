@@ -12,9 +12,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import TurkclipError
-from .model import Clip
-from . import queries  # queries.encode_queries: the one route for text (a swapped text tower plugs in there)
+from turkclip.errors import TurkclipError
+from turkclip.models.clip import Clip
+from turkclip.search import (
+    queries,  # queries.encode_queries: the one route for text (a swapped text tower plugs in there)
+)
 
 TURKISH_TEMPLATES = (
     "bir {} fotoğrafı",

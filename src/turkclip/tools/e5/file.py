@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TurkclipError
+from turkclip.errors import TurkclipError
 
 MAGIC = b"E5S1"
 FP32, Q4_0 = 0, 1

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import cache
-from .data.augment import AugmentPolicy, augment_batch, choose_view
-from .data.dataset import ImageTextSet
-from .data.images import Preprocess
-from .embed import embed_images, eval_mode, image_bank_key
-from .errors import TurkclipError
+from turkclip import cache
+from turkclip.data.augment import AugmentPolicy, augment_batch, choose_view
+from turkclip.data.dataset import ImageTextSet
+from turkclip.data.images import Preprocess
+from turkclip.embedding.embed import embed_images, eval_mode, image_bank_key
+from turkclip.errors import TurkclipError
 
 CHUNK = 512  # images augmented at a time (bounds memory: 512 ViT-B/32 images are 77 MB of uint8)
 

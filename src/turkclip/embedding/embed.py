@@ -13,11 +13,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from . import cache
-from .data import pixel_store
-from .data.dataset import ImageTextSet
-from .data.images import Preprocess
-from .text import TextEncoder
+from turkclip import cache
+from turkclip.data import pixel_store
+from turkclip.data.dataset import ImageTextSet
+from turkclip.data.images import Preprocess
+from turkclip.models.text import TextEncoder
 
 
 def features(output) -> torch.Tensor:

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from transformers.masking_utils import create_causal_mask
 
-from . import cache
-from .embed import autocast, text_features
+from turkclip import cache
+from turkclip.embedding.embed import autocast, text_features
 
 STORE_DTYPE = {"bf16": torch.bfloat16}  # other precisions keep the prefix in fp32
 
@@ -38,7 +38,7 @@ class FullText:
     """Tokenize each batch; the whole text tower runs every step (length-bucketed, `embed.text_features`)."""
 
     def __init__(self, text):
-        self.text = text  # a turkclip.text.TextEncoder (or a swapped tower's tokenizer)
+        self.text = text  # a turkclip.models.text.TextEncoder (or a swapped tower's tokenizer)
 
     def inputs(self, items, device: torch.device) -> dict:
         tokens = self.text([it.text for it in items], [it.lang for it in items])

@@ -9,12 +9,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import shard
-from .data.dataset import ImageTextSet
-from .data.images import Preprocess
-from .embed import embed_images, embed_texts
-from .metrics import legacy_in_batch_top1, retrieval_metrics
-from .text import TextEncoder
+from turkclip.data.dataset import ImageTextSet
+from turkclip.data.images import Preprocess
+from turkclip.embedding import shard
+from turkclip.embedding.embed import embed_images, embed_texts
+from turkclip.evaluation.metrics import legacy_in_batch_top1, retrieval_metrics
+from turkclip.models.text import TextEncoder
 
 
 def evaluate(model, text: TextEncoder, preprocess: Preprocess, data: ImageTextSet, device: torch.device,

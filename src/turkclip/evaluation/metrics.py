@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import torch
 
-
 # Similarities are computed for a block of texts at a time (texts × all images), so memory stays at
 # about CHUNK_ELEMENTS floats whatever the gallery: 100k captions × 20k images never exist as one matrix.
 CHUNK_ELEMENTS = 2**24  # 64 MB of float32 per block

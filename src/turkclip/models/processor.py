@@ -9,7 +9,7 @@ A user who follows the usual Hugging Face recipe
 must get what `turkclip predict` gets. Two things make that true:
 
 * the image preprocessing config (`preprocessor_config.json`) of the model the adapter was trained on;
-* a tokenizer whose normaliser folds case the way `turkclip.text.normalize` does. CLIP's own
+* a tokenizer whose normaliser folds case the way `turkclip.models.text.normalize` does. CLIP's own
   normaliser (NFC, whitespace runs → one space, lowercase) turns `I` into `i` and `İ` into `i` + a
   combining dot; for Turkish (`lang="tr"`) the written `tokenizer.json` inserts `I` → `ı` and
   `İ` → `i` between NFC and lowercasing, exactly where `normalize` folds.
@@ -32,7 +32,7 @@ from pathlib import Path
 from tokenizers import Regex, Tokenizer, normalizers
 from transformers import CLIPImageProcessorPil, CLIPProcessor
 
-from .data.images import Preprocess
+from turkclip.data.images import Preprocess
 
 # Python's str.split() whitespace, which `normalize` collapses: Unicode White_Space plus U+001C..U+001F.
 _WHITESPACE = r"[\s\x1c-\x1f]+"

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .data.images import load_image
-from .embed import embed_texts, features
-from .errors import TurkclipError
-from .model import Clip
+from turkclip.data.images import load_image
+from turkclip.embedding.embed import embed_texts, features
+from turkclip.errors import TurkclipError
+from turkclip.models.clip import Clip
 
 
 @torch.inference_mode()

@@ -1,0 +1,61 @@
+"""Where a model comes from: a local folder or a Hugging Face hub id, and one-line reasons when it cannot be loaded.
+
+Used by every loader (the base CLIP, text towers), so none of them imports another to share it.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+from turkclip.errors import TurkclipError
+
+
+def offline_kwargs(name: str) -> dict:
+    """`from_pretrained` keywords for `name`: read the local Hugging Face cache only when `name` is a hub id and
+    the hub is unreachable, instead of a minute of retries and warnings before the same failure."""
+    if Path(name).expanduser().exists() or hub_reachable():
+        return {}
+    return {"local_files_only": True}
+
+
+@functools.cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (any HTTP status), asked once per process."""
+    from huggingface_hub import constants, get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # DNS failure, refused, timed out, proxy error...
+        return False
+    return True
+
+
+def check_clip_source(name: str) -> None:
+    looks_like_path = name.startswith((".", "/", "~")) or name.count("/") > 1  # hub ids are "org/name"
+    path = Path(name).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise TurkclipError(f"{name} is not a model folder: it has no config.json")
+        try:
+            model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
+        except (ValueError, AttributeError):
+            return  # transformers explains a malformed config.json itself
+        if model_type != "clip":
+            raise TurkclipError(f"{name} is not a CLIP model: its config.json says model_type {model_type!r}")
+    elif looks_like_path:
+        raise TurkclipError(f"model folder not found: {name}")
+
+
+def load_failure(name: str, what: str, error: Exception, flag: str = "--model") -> str:
+    """One line saying why `name` (a folder or hub id) could not be loaded, and what to do."""
+    if Path(name).expanduser().exists():
+        return f"could not load the {what} from {name}: {str(error).splitlines()[0]}"
+    return (
+        f"could not load {what} {name!r}: it is not a local folder and the Hugging Face hub is unreachable"
+        f" (or the id is wrong). On a connected machine run `hf download {name} --local-dir DIR`,"
+        f" copy DIR here and pass {flag} DIR"
+    )
