@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 
@@ -30,12 +32,25 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line]
 
 
-def plot_curves(runs: dict[str, list[dict]], png: Path) -> None:
-    """Training loss (left) and validation recall (right) of one or more runs, on shared axes."""
+def pyplot(png: Path):
+    """matplotlib.pyplot (drawing to files), or None with a one-line note when matplotlib, an optional
+    dependency (`pip install 'turkclip[plot]'`), is not installed: the figure `png` is then skipped."""
+    if importlib.util.find_spec("matplotlib") is None:
+        print(f"{png.name} skipped: matplotlib is not installed (pip install 'turkclip[plot]')", file=sys.stderr)
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_curves(runs: dict[str, list[dict]], png: Path) -> None:
+    """Training loss (left) and validation recall (right) of one or more runs, on shared axes."""
+    plt = pyplot(png)
+    if plt is None:
+        return
     from matplotlib.ticker import MaxNLocator
 
     fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))

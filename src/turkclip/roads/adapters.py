@@ -21,7 +21,9 @@ from safetensors import SafetensorError, safe_open
 from transformers import CLIPModel
 
 from turkclip.errors import TurkclipError
+from turkclip.roads.versions import check_installed
 
+check_installed()  # a transformers/PEFT pair known not to work together is refused here, in one line
 # peft reads transformers 5's deprecated `is_gradient_checkpointing`: noise on every run, nothing the user can fix.
 _PEFT_NOISE = "`is_gradient_checkpointing` is deprecated"
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from turkclip_train.logs import pyplot
+
 
 @dataclass
 class Example:
@@ -17,11 +19,9 @@ class Example:
 
 
 def plot_examples(examples: list[Example], png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot(png)
+    if plt is None:
+        return
     rows = 1 + len(examples[0].ranked)
     fig, axes = plt.subplots(len(examples), 2, figsize=(11, 0.6 * rows * len(examples)),
                              gridspec_kw={"width_ratios": [1, 6]}, squeeze=False)
@@ -45,11 +45,9 @@ def plot_examples(examples: list[Example], png: Path) -> None:
 
 def plot_routes(routes: dict[str, dict], png: Path) -> None:
     """The two roads side by side: R@1 before stage 2 and after it by each road, per measurement."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot(png)
+    if plt is None:
+        return
     groups = [("Turkish\ntext→image", "turkish", "text_to_image"), ("Turkish\nimage→text", "turkish", "image_to_text"),
               ("Turkish, unseen\ncolour–shape pairs", "heldout_pairs", "text_to_image"),
               ("English\ntext→image", "english", "text_to_image"), ("English\nimage→text", "english", "image_to_text")]

@@ -100,9 +100,9 @@ def run_demo(output: Path, seed: int = 0, quick: bool = False, route: str = "lor
         print(f"{LABELS[r]}: Turkish text→image R@1 {r1(tr['before']):.1f} → {r1(tr['after']):.1f} (on scenes with"
               f" colour–shape pairs never seen in Turkish training: {r1(held['before']):.1f} → {r1(held['after']):.1f});"
               f" English {r1(en['before']):.1f} → {r1(en['after']):.1f}")
-    pictures = ", ".join(str(output / f) for f in ("curves.png", "examples.png") + (("routes.png",) if len(routes) > 1 else ()))
+    pictures = [output / f for f in ("curves.png", "examples.png", "routes.png") if (output / f).exists()]
     print(f"demo finished in {result['seconds']:.0f} s: {output / 'demo.json'}, "
-          + ", ".join(str(output / ROUTES[r]) for r in routes) + f", {pictures}")
+          + ", ".join([str(output / ROUTES[r]) for r in routes] + [str(p) for p in pictures]))
     w = base.world
     flags = " ".join(f"--adapter {output / ROUTES[r]}" if r == "lora" else f"--text-model {output / ROUTES[r]}"
                      for r in routes)
