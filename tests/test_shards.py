@@ -14,7 +14,8 @@ from PIL import Image
 
 from turkclip.data import shards
 from turkclip.data.images import Preprocess, load_image
-from turkclip.data.shards import load_shard_set, split_key
+from turkclip.data.shard_set import load_shard_set
+from turkclip.data.shards import split_key
 from turkclip.errors import TurkclipError
 from turkclip_train.cli import main
 

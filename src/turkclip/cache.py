@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -49,6 +50,12 @@ def tensors_fingerprint(tensors: dict[str, torch.Tensor]) -> str:
         h.update(name.encode())
         h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy())  # hashed in place, not copied
     return h.hexdigest()
+
+
+def touch(path: Path) -> None:
+    """Mark a cache file as just used (its modification time): the size cap evicts the least recently used."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
 
 
 def load(folder: Path | None, kind: str, key: str) -> tuple[dict[str, torch.Tensor], dict] | None:
@@ -101,6 +108,36 @@ def save_array(folder: Path | None, kind: str, key: str, tensor: torch.Tensor) -
         return
     with atomic_path(Path(folder) / f"{kind}-{key}.npy") as tmp, tmp.open("wb") as f:
         np.save(f, tensor.detach().cpu().contiguous().numpy())
+
+
+class RowWriter:
+    """A cached `.npy` array [N, D] float32 written a block of rows at a time, N unknown until the end: rows go
+    to a temporary file as they come and become the entry at `close()`, so no more than a block is held."""
+
+    def __init__(self, folder: Path, kind: str, key: str):
+        self.path = Path(folder) / f"{kind}-{key}.npy"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._raw = tempfile.NamedTemporaryFile(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".rows")
+        self.count, self.dim = 0, None
+
+    def append(self, rows: torch.Tensor) -> None:
+        rows = rows.detach().to("cpu", torch.float32).contiguous().numpy()
+        self.dim = rows.shape[1]
+        self._raw.write(rows.tobytes())
+        self.count += len(rows)
+
+    def close(self) -> None:
+        """Write the entry (header, then the rows copied over a block at a time) and drop the temporary file."""
+        with self._raw:
+            if self.dim is None:
+                return
+            self._raw.flush()
+            self._raw.seek(0)
+            with atomic_path(self.path) as tmp, tmp.open("wb") as f:
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                          "shape": (self.count, self.dim)}
+                np.lib.format.write_array_header_1_0(f, header)
+                shutil.copyfileobj(self._raw, f, 16 << 20)
 
 
 @contextlib.contextmanager

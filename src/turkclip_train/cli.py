@@ -34,8 +34,9 @@ def _data_flags(p: argparse.ArgumentParser, precision: str = "auto") -> None:
                    help="captions file: Karpathy JSON (TasvirEt), CSV/TSV/JSONL (image,caption[,split]) or Flickr8k.token.txt")
     p.add_argument("--images", help="folder the captions' image file names are relative to")
     p.add_argument("--shards", help="instead of --captions/--images: WebDataset tar shards as img2dataset writes them"
-                   " (key.jpg + key.txt or key.json), brace patterns allowed: 'data/{00000..00099}.tar'; decoded once"
-                   " into the pixel cache. Keys name the images (for --rehearsal-captions/--english-captions files)")
+                   " (key.jpg + key.txt or key.json), brace patterns allowed: 'data/{00000..00099}.tar'; read once"
+                   " to check every sample (and, for a frozen image tower, to embed it); only keys and captions are"
+                   " cached. Keys name the images (for --rehearsal-captions/--english-captions files)")
     p.add_argument("--lang", default="tr", help="language of --captions (tr folds İ/I the Turkish way; default tr)")
     p.add_argument("--encoding", help="text encoding of the captions file (default: UTF-8, BOMs detected)")
     p.add_argument("--image-column", default="image", help="CSV/JSONL column with the image file name")
@@ -190,6 +191,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--train-split", default="train", help="split to train on (default train)")
     t.add_argument("--val-split", default="val", help="split to validate on each epoch, if present (default val)")
     t.add_argument("--val-shards", help="with --shards: shards to validate on each epoch (default: no validation)")
+    t.add_argument("--pixel-store", action="store_true",
+                   help="with --shards and both towers: decode the images once into the on-disk pixel cache (150 KB an"
+                        " image at 224 px) and read them back each epoch, instead of decoding them from the shards every"
+                        " epoch; pays for small sets read for many epochs (docs/data.md)")
+    t.add_argument("--workers", type=int, default=None,
+                   help="with --shards and both towers: processes that decode images each epoch, per training process"
+                        " (default: half the cores, 1 to 4; 0 decodes in the training process)")
     t.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start; rarely pays on CPU)")
     t.add_argument("--checkpoint-every", type=int, default=50, help="optimizer steps between checkpoints (default 50)")
     t.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint (--output/checkpoint/)")

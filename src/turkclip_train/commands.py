@@ -51,6 +51,7 @@ def train(args) -> None:
         grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
         clip_grad=args.clip_grad, lora=lora, train_token_rows=args.train_token_rows, negatives=args.negatives,
         precision=args.precision, compile=args.compile, seed=args.seed, skip_bad_images=args.skip_bad_images,
+        pixel_store=args.pixel_store, workers=args.workers,
         cache_dir=_cache_dir(args.cache_dir), resume=args.resume, checkpoint_every=args.checkpoint_every,
         progress=not args.no_progress, text_model=args.text_model, text_train=args.text_train,
         objective=args.objective, distill_weight=args.distill_weight,

@@ -29,10 +29,11 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from turkclip import cache
-from turkclip.data.augment import batch_pixels, parse_policy
+from turkclip.data.augment import parse_policy
 from turkclip.data.captions import read_captions
 from turkclip.data.sampling import epoch_batches
-from turkclip.embedding.embed import cached_image_embeddings, features, resolve_precision
+from turkclip.data.stream import pixel_feed, visit_order
+from turkclip.embedding.embed import BankWriter, cached_image_embeddings, features, resolve_precision
 from turkclip.embedding.views import view_bank
 from turkclip.errors import TurkclipError
 from turkclip.evaluation.evaluate import evaluate
@@ -96,6 +97,8 @@ class TrainConfig:
     compile: bool = False
     seed: int = 0
     skip_bad_images: bool = False
+    pixel_store: bool = False  # --shards: decode into the on-disk pixel store instead of streaming every epoch
+    workers: int | None = None  # --shards, both towers: decoding processes per training process (None: automatic)
     cache_dir: str | None = field(default_factory=lambda: str(cache.default_dir()))  # None: no disk cache
     resume: bool = False
     checkpoint_every: int = 50  # optimizer steps; a checkpoint is also written after every epoch
@@ -136,7 +139,10 @@ def train(cfg: TrainConfig) -> dict:
     #    once into a file on disk (by one process) and each batch reads its own rows.
     clip = load_clip(cfg.model, cfg.tokenizer)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
-    train_set, val_set = training_sets(cfg, clip.preprocess, cache_dir)
+    precision = resolve_precision(cfg.precision, device)
+    plain_bank = text_only and cfg.augment == "none"  # the frozen image tower's bank (augmentation has its views)
+    banks = BankWriter(clip.model, clip.preprocess, device, precision, cache_dir) if plain_bank else None
+    train_set, val_set = training_sets(cfg, clip.preprocess, cache_dir, banks)  # shards: read once, into the banks
     rehearsal = None
     if cfg.rehearsal_captions:
         rehearsal = train_set.with_captions(read_captions(cfg.rehearsal_captions, cfg.rehearsal_lang)).captions
@@ -144,7 +150,6 @@ def train(cfg: TrainConfig) -> dict:
 
     # 2. Model: freeze the base, attach LoRA (and token rows), swap in a new text tower, or train
     #    everything (demo stage 1). Distillation's teacher is the base CLIP's own text tower.
-    precision = resolve_precision(cfg.precision, device)
     teacher = None if cfg.objective == "contrastive" else build_teacher(
         clip, rehearsal, cfg.rehearsal_lang, device, precision, cache_dir)
     clip, model = _build_model(cfg, clip, train_set, rehearsal)
@@ -205,7 +210,7 @@ def train(cfg: TrainConfig) -> dict:
     def step_loss(items, epoch: int) -> torch.Tensor:
         image_idx = torch.tensor([it.image for it in items], device=device)
         text = net_text.inputs(items, device)
-        pixels = None if text_only else batch_pixels(train_set.pixels, items, policy, cfg.seed, epoch).to(device)
+        pixels = None if text_only else next(feed).to(device)
         text_emb, image_emb, logit_scale = net(text, pixels=pixels)
         loss = 0.0
         if teacher is not None:  # distillation: each caption towards the teacher's English embedding(s)
@@ -230,12 +235,16 @@ def train(cfg: TrainConfig) -> dict:
     with _StopOnCtrlC() as stop:
         for epoch in range(position["epoch"], cfg.epochs):
             batches = epoch_batches(train_set.captions, train_set.lang, cfg.batch_size * world, cfg.seed, epoch,
-                                    rehearsal, cfg.rehearsal_lang, cfg.rehearsal_ratio, flip=policy.flip)
+                                    rehearsal, cfg.rehearsal_lang, cfg.rehearsal_ratio, flip=policy.flip,
+                                    order=visit_order(train_set.pixels, cfg.seed, epoch, cfg.batch_size, world,
+                                                      cfg.workers))
             if views is not None:  # text-only augmentation: this epoch's view of every image
                 bank = views.for_epoch(epoch, batches).to(device)
             mine = distributed.local_batches(batches, accelerator.process_index, world)
             steps = [mine[s * cfg.grad_accum : (s + 1) * cfg.grad_accum] for s in range(steps_per_epoch)]
             first = position["step"] if epoch == position["epoch"] else 0
+            feed = None if text_only else pixel_feed(train_set.pixels, [m for s in steps[first:] for m in s], policy,
+                                                     cfg.seed, epoch, accelerator.process_index, world, cfg.workers)
             for step in range(first, steps_per_epoch):
                 loss_sum = 0.0
                 for j, micro in enumerate(steps[step]):

@@ -189,9 +189,15 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
 def augment_batch(pixels: torch.Tensor, images: list[int], flips: list[bool], policy: AugmentPolicy, seed: int,
                   epoch: int | None = None, view: int | None = None) -> torch.Tensor:
     """`pixels[images]`, each augmented for (seed, epoch or view, image); `flips` says which to mirror."""
-    size = pixels.shape[-1]
-    out = [apply(pixels[i], draw(policy, seed, i, size, epoch, view), f) for i, f in zip(images, flips)]
-    return torch.stack(out) if out else pixels[:0]
+    return augment_rows(pixels[torch.tensor(images, dtype=torch.long)], images, flips, policy, seed, epoch, view)
+
+
+def augment_rows(rows: torch.Tensor, images: list[int], flips: list[bool], policy: AugmentPolicy, seed: int,
+                 epoch: int | None = None, view: int | None = None) -> torch.Tensor:
+    """Rows already read (row j is image `images[j]`), each augmented for (seed, epoch or view, image)."""
+    size = rows.shape[-1]
+    out = [apply(row, draw(policy, seed, i, size, epoch, view), f) for row, i, f in zip(rows, images, flips)]
+    return torch.stack(out) if out else rows[:0]
 
 
 def batch_pixels(pixels: torch.Tensor, items, policy: AugmentPolicy, seed: int, epoch: int) -> torch.Tensor:

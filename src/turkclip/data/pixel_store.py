@@ -103,8 +103,9 @@ class PixelStore:
 
 
 def fingerprint(pixels) -> str:
-    """What names a set of pixels in a cache key: a store's own fingerprint, or a hash of a tensor's bytes."""
-    if isinstance(pixels, PixelStore):
+    """What names a set of pixels in a cache key: a store's (or shard set's) own fingerprint, or a hash of a
+    tensor's bytes."""
+    if hasattr(pixels, "fingerprint"):
         return pixels.fingerprint
     from turkclip.cache import tensors_fingerprint
 

@@ -34,11 +34,13 @@ class Item:
 def epoch_batches(
     captions: list[list[str]], lang: str, batch_size: int, seed: int, epoch: int,
     rehearsal: list[list[str]] | None = None, rehearsal_lang: str = "en", rehearsal_ratio: float = 0.0,
-    flip: bool = False,
+    flip: bool = False, order: list[int] | None = None,
 ) -> list[list[Item]]:
-    """The batches of one epoch. Images without captions are skipped; a last batch of one is dropped."""
+    """The batches of one epoch. Images without captions are skipped; a last batch of one is dropped.
+    `order`: the images in the order a streamed set visits them (`stream.visit_order`), instead of a shuffle."""
     g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    order = torch.randperm(len(captions), generator=g).tolist()
+    shuffled = torch.randperm(len(captions), generator=g).tolist()  # drawn either way: the draws below stay the same
+    order = shuffled if order is None else order
     draws = torch.rand(len(captions), generator=g).tolist()  # caption choice per image
     use_rehearsal = (torch.rand(len(captions), generator=g) < rehearsal_ratio).tolist()
     items = []

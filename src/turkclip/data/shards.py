@@ -6,11 +6,10 @@ caption; one per line if an image has several) or `000012.json` (`"caption": str
 dot of its file name, as webdataset reads it. `--shards "data/{00000..00099}.tar"` names many
 (brace expansion, as webdataset and open_clip write it).
 
-Shards are read once, streaming, in order, and decoded straight into the pixel store
-(`pixel_store`): after that a run indexes images at random like any other set, and a second run
-with the same shards reads the cache. Bad samples (an image that does not decode, no image, no
-caption, a repeated key, a truncated shard) are counted; they stop the run unless
-`--skip-bad-images` says to leave them out. Parsing is the standard library's `tarfile`: the few
+Shards are read streaming, in order, a shard never held whole; `shard_set` makes a training or
+evaluation set of them. Bad samples (an image that does not decode, no image, no caption, a
+repeated key, a truncated shard) are counted; they stop the run unless `--skip-bad-images` says to
+leave them out. Parsing is the standard library's `tarfile`: the few
 lines here keep CLIP's exact preprocessing and count every bad sample, which a generic pipeline's
 decoders and error handlers would not.
 """
@@ -19,16 +18,13 @@ from __future__ import annotations
 
 import json
 import tarfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
 from braceexpand import braceexpand
 
 from turkclip import cache
-from turkclip.data.dataset import ImageTextSet
-from turkclip.data.images import Preprocess, decode_in_order, try_decode
-from turkclip.data.pixel_store import open_store, write_store
 from turkclip.errors import TurkclipError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -42,6 +38,7 @@ class Sample:
     captions: list[str]
     problem: str | None = None  # set when the sample is bad before decoding
     image_ext: str = ""  # the image member's extension, e.g. "jpg"
+    shard: int = -1  # the position of its shard in the list read
 
 
 def expand(pattern: str) -> list[Path]:
@@ -63,7 +60,7 @@ def split_key(name: str) -> tuple[str, str]:
 def read_samples(paths: list[Path], need_caption: bool = True) -> Iterator[Sample]:
     """Every sample of every shard, in order, streaming (a shard is never held whole)."""
     seen: set[str] = set()
-    for path in paths:
+    for shard, path in enumerate(paths):
         group: dict[str, bytes] = {}
         key = None
         try:
@@ -73,18 +70,19 @@ def read_samples(paths: list[Path], need_caption: bool = True) -> Iterator[Sampl
                         continue
                     name_key, ext = split_key(member.name)
                     if name_key != key and key is not None:
-                        yield _sample(path, key, group, seen, need_caption)
+                        yield replace(_sample(path, key, group, seen, need_caption), shard=shard)
                         group = {}
                     key = name_key
                     group[ext] = tar.extractfile(member).read()
         except (tarfile.TarError, OSError, EOFError) as e:
             if key is not None:  # the last whole group before the damage
-                yield Sample(f"{path.name}:{key}", key, None, [], f"shard ends early ({type(e).__name__}: {e})")
+                yield Sample(f"{path.name}:{key}", key, None, [], f"shard ends early ({type(e).__name__}: {e})",
+                             shard=shard)
                 key = None
             else:
-                yield Sample(path.name, "", None, [], f"not a readable tar ({type(e).__name__}: {e})")
+                yield Sample(path.name, "", None, [], f"not a readable tar ({type(e).__name__}: {e})", shard=shard)
         if key is not None:
-            yield _sample(path, key, group, seen, need_caption)
+            yield replace(_sample(path, key, group, seen, need_caption), shard=shard)
 
 
 def _sample(path: Path, key: str, group: dict[str, bytes], seen: set[str], need_caption: bool = True) -> Sample:
@@ -114,47 +112,6 @@ def _captions(group: dict[str, bytes]) -> list[str]:
         found = [found] if isinstance(found, str) else found
         return [c.strip() for c in found if isinstance(c, str) and c.strip()] if isinstance(found, list) else []
     return []
-
-
-def load_shard_set(pattern: str, lang: str, preprocess: Preprocess, skip_bad: bool = False,
-                   cache_dir: Path | None = None) -> ImageTextSet:
-    """Images and captions of the shards in `pattern`, decoded once into the pixel store (or read from it)."""
-    paths = expand(pattern)
-    key = cache.make_key("shards-v1", cache.files_fingerprint(paths), preprocess.size)
-    with cache.main_process_first():  # several processes: one decodes, the others read its cache entry
-        found = open_store(cache_dir, key, preprocess.size)
-        if found is None:
-            found = _decode(paths, key, preprocess.size, cache_dir)
-    pixels, meta = found
-    bad = [tuple(b) for b in meta["bad"]]
-    if not meta["keys"]:
-        first = f" (first: {bad[0][0]}: {bad[0][1]})" if bad else ""
-        raise TurkclipError(f"no usable samples in {pattern!r}{first}")
-    if bad and not skip_bad:
-        raise TurkclipError(f"{len(bad)} of {len(bad) + len(meta['keys'])} samples in {pattern!r} are bad"
-                            f" (first: {bad[0][0]}: {bad[0][1]}); pass --skip-bad-images to leave them out")
-    return ImageTextSet(filenames=meta["keys"], pixels=pixels, captions=meta["captions"], lang=lang, skipped=bad)
-
-
-def _decode(paths: list[Path], key: str, size: int, cache_dir: Path | None):
-    samples: list[Sample] = []  # the metadata of every sample (not its bytes, which are dropped once decoded)
-
-    def jobs():
-        for s in read_samples(paths):
-            samples.append(Sample(s.where, s.key, None, s.captions, s.problem))
-            yield s
-
-    def decode(s: Sample):
-        return s.problem if s.problem else try_decode(s.image, size)
-
-    def describe(meta: dict) -> dict:
-        failed = dict(meta["problems"])
-        kept = [s for i, s in enumerate(samples) if i not in failed]
-        return {"keys": [s.key for s in kept], "captions": [s.captions for s in kept],
-                "bad": [(samples[i].where, problem) for i, problem in meta["problems"]]}
-
-    return write_store(cache_dir, key, size, decode_in_order(jobs(), decode), None, describe,
-                       desc=f"decoding {len(paths)} shard{'s' * (len(paths) > 1)}")
 
 
 def unpack_images(pattern: str, folder: str | Path) -> tuple[int, int, list[tuple[str, str]]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -99,7 +100,7 @@ def cached_image_embeddings(model, data: ImageTextSet, preprocess: Preprocess, d
                             precision: str, cache_dir: Path | None) -> torch.Tensor:
     """Image embeddings of `data` (the tower in eval mode: no dropout), from the cache when the image tower's
     weights and config, the files, the preprocessing, the precision and the torch/transformers versions match."""
-    key = image_bank_key("image-embeds-v3", model, data, preprocess, precision)
+    key = image_bank_key("image-embeds-v3", model, pixel_store.fingerprint(data.pixels), preprocess, precision)
     with cache.main_process_first():  # several processes: one embeds, the others read its entry
         hit = cache.load_array(cache_dir, "image-embeds", key)  # memory-mapped: processes share one copy
         if hit is not None:
@@ -110,14 +111,50 @@ def cached_image_embeddings(model, data: ImageTextSet, preprocess: Preprocess, d
     return cache.load_array(cache_dir, "image-embeds", key) if cache_dir is not None else embeds
 
 
-def image_bank_key(kind: str, model, data: ImageTextSet, preprocess: Preprocess, precision: str, *extra) -> str:
-    """The cache key of embeddings of `data`'s images by `model`'s frozen image tower: its weights and config, the
-    image files, the preprocessing, the precision, the torch/transformers versions, and `extra`."""
+class BankWriter:
+    """The bank `cached_image_embeddings` would make, made from images as they stream past instead (a scan of
+    WebDataset shards, `shard_set.Sink`): embedded a batch at a time and saved under the same cache key, so
+    the shards are read once. `sink(fingerprint)` is None without a cache folder or when the bank is cached."""
+
+    def __init__(self, model, preprocess: Preprocess, device: torch.device, precision: str, cache_dir: Path | None,
+                 batch_size: int = 256):
+        self.model, self.preprocess, self.device, self.precision = model, preprocess, device, precision
+        self.cache_dir, self.batch_size = cache_dir, batch_size
+
+    def sink(self, fingerprint: str) -> "BankWriter | None":
+        self.key = image_bank_key("image-embeds-v3", self.model, fingerprint, self.preprocess, self.precision)
+        if self.cache_dir is None or cache.load_array(self.cache_dir, "image-embeds", self.key) is not None:
+            return None
+        self.pending: list[np.ndarray] = []
+        self.rows = cache.RowWriter(self.cache_dir, "image-embeds", self.key)  # on disk as they come: no O(N) memory
+        return self
+
+    def add(self, image: np.ndarray) -> None:
+        self.pending.append(image)
+        if len(self.pending) == self.batch_size:
+            self._embed()
+
+    def close(self) -> None:
+        self._embed()
+        self.rows.close()
+
+    def _embed(self) -> None:
+        if self.pending:
+            pixels = torch.from_numpy(np.stack(self.pending))
+            with eval_mode(self.model):
+                self.rows.append(embed_images(self.model, pixels, self.preprocess, self.device, self.precision,
+                                              progress=False))
+            self.pending = []
+
+
+def image_bank_key(kind: str, model, pixels: str, preprocess: Preprocess, precision: str, *extra) -> str:
+    """The cache key of embeddings by `model`'s frozen image tower of the images named by `pixels` (a pixel
+    fingerprint, `pixel_store.fingerprint`): its weights and config, the images, the preprocessing, the precision,
+    the torch/transformers versions, and `extra`."""
     import transformers  # here, not at the top: photo commands import this module and need no transformers
 
     return cache.make_key(kind, cache.tensors_fingerprint(image_tower(model).state_dict()), _image_tower_config(model),
-                          torch.__version__, transformers.__version__, pixel_store.fingerprint(data.pixels),
-                          preprocess, precision, *extra)
+                          torch.__version__, transformers.__version__, pixels, preprocess, precision, *extra)
 
 
 @contextlib.contextmanager

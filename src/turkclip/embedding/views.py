@@ -18,7 +18,8 @@ import torch
 from tqdm.auto import tqdm
 
 from turkclip import cache
-from turkclip.data.augment import AugmentPolicy, augment_batch, choose_view
+from turkclip.data import pixel_store
+from turkclip.data.augment import AugmentPolicy, augment_rows, choose_view
 from turkclip.data.dataset import ImageTextSet
 from turkclip.data.images import Preprocess
 from turkclip.embedding.embed import embed_images, eval_mode, image_bank_key
@@ -56,21 +57,24 @@ def view_bank(model, data: ImageTextSet, preprocess: Preprocess, device: torch.d
     if not policy.changes_pixels_beyond_flip:
         views = 1  # flip only: every view would be the same image
     mirrors = (False, True) if policy.flip else (False,)
-    key = image_bank_key("image-views-v2", model, data, preprocess, precision, str(policy), seed, views)
+    key = image_bank_key("image-views-v2", model, pixel_store.fingerprint(data.pixels), preprocess, precision,
+                         str(policy), seed, views)
     with cache.main_process_first():  # several processes: one embeds, the others read its entry
         hit = cache.load(cache_dir, "image-views", key)
         if hit is not None:
             return ViewBank(hit[0]["embeds"], seed)
         n = len(data.pixels)
         out = torch.empty(0)
-        jobs = [(v, m, s) for v in range(views) for m in mirrors for s in range(0, n, CHUNK)]
         with eval_mode(model):
-            for v, mirrored, start in tqdm(jobs, desc=f"embedding {views} augmented views", leave=False, disable=None):
-                images = list(range(start, min(n, start + CHUNK)))
-                pixels = augment_batch(data.pixels, images, [mirrored] * len(images), policy, seed, view=v)
-                embeds = embed_images(model, pixels, preprocess, device, precision, progress=False)
-                if out.numel() == 0:
-                    out = torch.empty(views, len(mirrors), n, embeds.shape[1])
-                out[v, int(mirrored), start : start + len(images)] = embeds
+            for start in tqdm(range(0, n, CHUNK), desc=f"embedding {views} augmented views", leave=False, disable=None):
+                rows = data.pixels[start : min(n, start + CHUNK)]  # read once (decoded once, for shards) for all views
+                images = list(range(start, start + len(rows)))
+                for v in range(views):
+                    for mirrored in mirrors:
+                        pixels = augment_rows(rows, images, [mirrored] * len(images), policy, seed, view=v)
+                        embeds = embed_images(model, pixels, preprocess, device, precision, progress=False)
+                        if out.numel() == 0:
+                            out = torch.empty(views, len(mirrors), n, embeds.shape[1])
+                        out[v, int(mirrored), start : start + len(images)] = embeds
         cache.save(cache_dir, "image-views", key, {"embeds": out}, {"policy": str(policy), "views": views})
     return ViewBank(out, seed)

@@ -1,0 +1,137 @@
+"""Both-tower training on WebDataset shards: each epoch's images decoded by DataLoader workers as the shards stream.
+
+This is how open_clip reads WebDataset: worker processes split the shards, each reads its shards in turn and
+decodes their samples, a buffer shuffles samples within a window, and the epoch's shard order is shuffled. Here
+the order is also a pure function of (seed, epoch), as `sampling.epoch_batches` promises, so that a resumed run
+sees the same batches:
+
+* the epoch's shard order is a permutation drawn from (seed, epoch); worker w of W reads every W-th shard of it;
+* process r of a run of R decodes the images whose index is r modulo R (every process reads the same tars, which
+  costs little beside decoding, so each process gets the same number of images every epoch);
+* each worker's images are shuffled within windows of `WINDOW` consecutive samples (it holds at most that many
+  undecoded samples), and a process sees its workers' images one from each in turn.
+
+`visit_order` is that order for the whole run; `sampling.epoch_batches(order=...)` cuts it into batches whose share
+for process r is exactly the images process r decodes. `pixel_feed` then yields each micro-batch's pixels: from
+the workers for shards; from the pixel store (or a tensor) for any other set, indexed directly. Images arrive
+tagged with their index and are put in batch order in the main process, so the pixels are exactly the store's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from turkclip.data.augment import AugmentPolicy, augment_rows, batch_pixels
+from turkclip.data.shard_set import ShardImages
+from turkclip.errors import TurkclipError
+
+WINDOW = 1000  # samples a worker shuffles among (their JPEG bytes, ~20-50 MB, are what it holds)
+
+
+def default_workers() -> int:
+    """Decoding processes per training process: half the cores (the other half run the model), 1 to 4."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def visit_order(pixels, seed: int, epoch: int, batch_size: int, world: int = 1,
+                workers: int | None = None) -> list[int] | None:
+    """The order in which an epoch visits the images of a streamed set (None for a set read at random: then
+    `epoch_batches` draws its own). `batch_size` is per process; global batch k holds the k-th `batch_size` images
+    of every process in turn."""
+    if not isinstance(pixels, ShardImages):
+        return None
+    workers = default_workers() if workers is None else workers
+    per_rank = [_interleave([order for _, order in _streams(pixels, seed, epoch, r, world, workers)])
+                for r in range(world)]
+    order = []
+    for start in range(0, max(len(o) for o in per_rank), batch_size):
+        for o in per_rank:
+            order += o[start : start + batch_size]
+    return order
+
+
+def pixel_feed(pixels, micro_batches: list, policy: AugmentPolicy, seed: int, epoch: int, rank: int = 0,
+               world: int = 1, workers: int | None = None) -> Iterator[torch.Tensor]:
+    """uint8 pixels of each micro-batch (a list of `sampling.Item`) in turn, augmented as `batch_pixels` does.
+    `workers`: decoding processes (0: decode in this one)."""
+    if not isinstance(pixels, ShardImages):
+        return (batch_pixels(pixels, items, policy, seed, epoch) for items in micro_batches)
+    workers = default_workers() if workers is None else workers
+    wanted = {it.image for items in micro_batches for it in items}  # a resumed epoch: what is left of it
+    streams = [(shards, [i for i in order if i in wanted])
+               for shards, order in _streams(pixels, seed, epoch, rank, world, workers)]
+    loader = DataLoader(_EpochImages(pixels, streams), batch_size=None, num_workers=workers,
+                        prefetch_factor=16 if workers else None)
+    return _in_batch_order(iter(loader), micro_batches, policy, seed, epoch)
+
+
+def _in_batch_order(arrivals, micro_batches, policy, seed, epoch) -> Iterator[torch.Tensor]:
+    """Images arrive as (index, pixels) from the workers in turn; each micro-batch takes its own, in its order."""
+    arrived: dict[int, torch.Tensor] = {}
+    for items in micro_batches:
+        for it in items:
+            while it.image not in arrived:
+                index, image = next(arrivals)
+                if isinstance(image, str):
+                    raise TurkclipError(image)
+                arrived[index] = image
+        rows = torch.stack([arrived.pop(it.image) for it in items])
+        if policy.active:
+            rows = augment_rows(rows, [it.image for it in items], [it.flip for it in items], policy, seed, epoch=epoch)
+        yield rows
+
+
+class _EpochImages(IterableDataset):
+    """One epoch's images for one process: worker w reads the shards of stream w and decodes its images, in order."""
+
+    def __init__(self, pixels: ShardImages, streams: list[tuple[list[int], list[int]]]):
+        self.pixels, self.streams = pixels, streams
+
+    def __iter__(self):
+        info = get_worker_info()
+        return self._decode(*self.streams[info.id if info is not None else 0])
+
+    def _decode(self, shards: list[int], order: list[int]):
+        """Read the shards in turn, keep the wanted samples' bytes until their turn comes (at most a window's),
+        decode each then. A problem is handed on as text: the main process raises it, as one line."""
+        want, held, position = set(order), {}, 0
+        for index, data in (pair for s in shards for pair in self.pixels.shard_samples(s)):
+            if index in want:
+                held[index] = data
+            while position < len(order) and order[position] in held:
+                index = order[position]
+                try:
+                    yield index, torch.from_numpy(self.pixels.decode(held.pop(index), index))
+                except TurkclipError as e:
+                    yield index, str(e)
+                position += 1
+
+
+def _streams(pixels: ShardImages, seed: int, epoch: int, rank: int, world: int,
+             workers: int) -> list[tuple[list[int], list[int]]]:
+    """(shards, image indices) of each worker of process `rank`: the shards it reads, in turn, and the images it
+    yields, in order. One stream when decoding happens in the process itself (`workers` 0)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    shards = torch.randperm(len(pixels.paths), generator=g).tolist()
+    out = []
+    for w in range(max(1, workers)):
+        mine = shards[w :: max(1, workers)]
+        images = [i for s in mine for i in range(pixels.starts[s], pixels.starts[s + 1]) if i % world == rank]
+        shuffled = []
+        for start in range(0, len(images), WINDOW):
+            window = images[start : start + WINDOW]
+            shuffled += [window[j] for j in torch.randperm(len(window), generator=g).tolist()]
+        out.append((mine, shuffled))
+    return out
+
+
+def _interleave(streams: list[list[int]]) -> list[int]:
+    """One from each stream in turn, skipping the ones that ran out (how a DataLoader takes from its workers)."""
+    out, longest = [], max((len(s) for s in streams), default=0)
+    for k in range(longest):
+        out += [s[k] for s in streams if k < len(s)]
+    return out
