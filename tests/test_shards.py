@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from turkclip.data import shards
+from turkclip.data import shard_set, shards
 from turkclip.data.images import Preprocess, load_image
 from turkclip.data.shard_set import load_shard_set
 from turkclip.data.shards import split_key
@@ -100,12 +100,14 @@ def test_missing_shards_and_a_file_that_is_no_tar_are_one_line_errors(tmp_path):
         load_shard_set(str(tmp_path / "junk.tar"), "tr", Preprocess(size=16), skip_bad=True)
 
 
-def test_shards_are_decoded_once_then_read_from_the_cache(tmp_path, monkeypatch):
+def test_shards_are_read_once_then_their_metadata_comes_from_the_cache(tmp_path, monkeypatch):
     _write_shard(tmp_path / "s.tar", _good("a", 0) + _good("b", 1))
     first = load_shard_set(str(tmp_path / "s.tar"), "tr", Preprocess(size=16), cache_dir=tmp_path / "c")
-    monkeypatch.setattr(shards, "read_samples", lambda paths: pytest.fail("shards read again"))
+    monkeypatch.setattr(shard_set, "scan", lambda *a: pytest.fail("shards scanned again"))
     again = load_shard_set(str(tmp_path / "s.tar"), "tr", Preprocess(size=16), cache_dir=tmp_path / "c")
-    assert again.filenames == first.filenames and torch.equal(again.pixels[:], first.pixels[:])
+    assert again.filenames == first.filenames and again.captions == first.captions
+    assert torch.equal(again.pixels[:], first.pixels[:])
+    assert [p.name.split("-")[0] for p in (tmp_path / "c").iterdir()] == ["shardset"]  # no pixels on disk
 
 
 def test_train_and_evaluate_from_shards(tmp_path, tiny_model, one_thread, capsys):

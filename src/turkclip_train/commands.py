@@ -11,7 +11,7 @@ import torch
 from turkclip import cache
 from turkclip.data.augment import parse_policy
 from turkclip.data.captions import read_captions
-from turkclip.embedding.embed import resolve_precision
+from turkclip.embedding.embed import BankWriter, resolve_precision
 from turkclip.errors import TurkclipError
 from turkclip.evaluation.evaluate import evaluate as evaluate_split
 from turkclip.evaluation.evaluate import image_embeddings
@@ -82,7 +82,13 @@ def evaluate(args) -> None:
 def _evaluate(args, device: torch.device) -> None:
     precision = resolve_precision(args.precision, device)
     clip = load_clip(args.model, args.tokenizer)
-    data = evaluation_set(args, clip.preprocess, _cache_dir(args.cache_dir))
+    cache_dir = _cache_dir(args.cache_dir)
+    cache_dir = Path(cache_dir) if cache_dir else None
+    # The base and a text tower share the base's image tower: its embeddings are computed once for both (for
+    # shards, while they are read).
+    base = clip.model.to(device).eval() if args.compare or args.text_model or not args.adapter else None
+    bank = BankWriter(base, clip.preprocess, device, precision, cache_dir) if base is not None else None
+    data = evaluation_set(args, clip.preprocess, cache_dir, bank)
     english = None
     if args.english_captions:  # its own file: encoding detected, not --encoding
         english = data.with_captions(read_captions(args.english_captions, "en"))
@@ -95,10 +101,7 @@ def _evaluate(args, device: torch.device) -> None:
                                                image_emb=images)
         return result
 
-    # The base and a text tower share the base's image tower: its embeddings are computed once for both.
-    images = None
-    if args.compare or args.text_model or not args.adapter:
-        images = image_embeddings(clip.model.to(device).eval(), data, clip.preprocess, device, precision)
+    images = image_embeddings(base, data, clip.preprocess, device, precision, cache_dir) if base is not None else None
     # Order matters: PEFT writes LoRA layers into the base model it wraps, so the adapter comes last.
     columns = {}
     if args.compare or not (args.adapter or args.text_model):

@@ -65,9 +65,8 @@ class ShardImages:
                             " them at random)")
         start, stop, _ = key.indices(len(self))
         stop = max(start, stop)
-        if self._cursor is None or self._cursor[0] != start:
-            self._cursor = (start, self.stream(start))
-        stream = self._cursor[1]
+        stream = self._cursor[1] if self._cursor is not None and self._cursor[0] == start else self.stream(start)
+        self._cursor = None  # until the read succeeds: a stream that raised is not continued
         rows = [next(stream) for _ in range(stop - start)]
         self._cursor = (stop, stream)
         return torch.from_numpy(np.stack(rows)) if rows else torch.empty((0, 3, self.size, self.size), dtype=torch.uint8)

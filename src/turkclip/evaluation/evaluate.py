@@ -6,13 +6,17 @@ the metrics are computed once, by rank 0, from the gathered embeddings: every pr
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 
+from turkclip import cache
+from turkclip.data import pixel_store
 from turkclip.data.dataset import ImageTextSet
 from turkclip.data.images import Preprocess
 from turkclip.embedding import shard
-from turkclip.embedding.embed import embed_images, embed_texts
+from turkclip.embedding.embed import embed_images, embed_texts, image_bank_key
 from turkclip.evaluation.metrics import legacy_in_batch_top1, retrieval_metrics
 from turkclip.models.text import TextEncoder
 
@@ -36,8 +40,14 @@ def evaluate(model, text: TextEncoder, preprocess: Preprocess, data: ImageTextSe
 
 
 def image_embeddings(model, data: ImageTextSet, preprocess: Preprocess, device: torch.device,
-                     precision: str = "fp32") -> torch.Tensor:
-    """Unnormalised embeddings of the split's images [N, D], a share per process; every process gets them all."""
+                     precision: str = "fp32", cache_dir: Path | None = None) -> torch.Tensor:
+    """Unnormalised embeddings of the split's images [N, D]: the cached bank of this image tower and these images
+    when `cache_dir` holds one (made by text-only training, or while shards were read), else embedded a share per
+    process; every process gets them all."""
+    key = image_bank_key("image-embeds-v3", model, pixel_store.fingerprint(data.pixels), preprocess, precision)
+    hit = cache.load_array(cache_dir, "image-embeds", key)
+    if hit is not None:
+        return hit
     progress = shard.is_writer()  # one progress bar, not one per process
     return shard.embed(data.pixels, lambda part: embed_images(model, part, preprocess, device, precision,
                                                               progress=progress))
