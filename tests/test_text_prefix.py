@@ -1,14 +1,17 @@
 """`--lora-layers N` and the remembered lower-layer states (turkclip/roads/text_prefix.py): exact against the full
 text tower, LoRA only where asked, adapters that reload as before, and the refusals."""
 
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 from peft import PeftModel
 from transformers import CLIPModel
 
-from conftest import write_captioned_images
+from conftest import ROOT, write_captioned_images
 from turkclip.data.sampling import Item
 from turkclip.embedding.embed import autocast, text_features
 from turkclip.errors import TurkclipError
@@ -64,20 +67,69 @@ def test_prefix_features_and_a_step_equal_the_full_tower(tiny_model, layers):
         torch.testing.assert_close(after_a[name], after_b[name], atol=1e-6, rtol=1e-5, msg=name)
 
 
-def test_prefix_in_bf16_stays_close_and_is_remembered_once(tiny_model):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_stored_prefix_is_the_whole_towers_residual_stream_in_either_precision(tiny_model, precision):
+    """Stored in float32, the residual stream's precision under autocast too: bit for bit what the whole tower
+    carries into its top layers (a bf16 copy was not), so with every layer on the prefix path the features are
+    the whole tower's exactly, and with one on it they differ only by how bf16 rounds the last layer."""
+    clip = load_clip(str(tiny_model))
+    for layers in (1, 2):
+        model = lora_model(tiny_model, layers).eval()
+        path = PrefixText(model, clip.text, layers, CPU, precision)
+        path.remember(CAPTIONS, "tr")
+        ordered = sorted(set(CAPTIONS), key=lambda t: (len(t), t))  # one batch of the pass, padded the same way
+        with torch.no_grad(), autocast(CPU, precision):
+            hidden = model.get_base_model().text_model(**clip.text(ordered, "tr"), output_hidden_states=True)
+            full = text_features(model, **clip.text(CAPTIONS, "tr")).float()
+            text = path.features(model, **path.inputs(items(), CPU)).float()
+        for i, caption in enumerate(ordered):
+            state, pool = path.state(caption, "tr")
+            assert state.dtype == torch.float32 and torch.equal(state, hidden.hidden_states[2 - layers][i, : pool + 1])
+        exact = layers == 2 or precision == "fp32"
+        torch.testing.assert_close(text, full, atol=1e-5 if exact else 0.02, rtol=1e-5 if exact else 0)
+
+
+def test_prefixes_live_on_disk_and_captions_first_met_in_a_step_are_computed_then(tiny_model, monkeypatch):
     clip = load_clip(str(tiny_model))
     model = lora_model(tiny_model, 1)
-    path = PrefixText(model, clip.text, 1, CPU, "bf16")
+    path = PrefixText(model, clip.text, 1, CPU, "fp32")
     path.remember(CAPTIONS, "tr")
-    assert len(path.memo) == len(CAPTIONS) and all(s.dtype == torch.bfloat16 for s, _ in path.memo.values())
-    kept = dict(path.memo)
-    with autocast(CPU, "bf16"):
-        text = path.features(model, **path.inputs(items(), CPU)).float()
-        full = text_features(model, **clip.text(CAPTIONS, "tr")).float()
-    assert all(path.memo[k] is kept[k] for k in kept)  # looked up, not recomputed
-    assert torch.nn.functional.cosine_similarity(text, full).min() > 0.99
+    (store,) = path.stores
+    positions = sum(path.state(c, "tr")[0].shape[0] for c in set(CAPTIONS))
+    assert not path.memo and store.data.stat().st_size == positions * model.config.text_config.hidden_size * 4
+    monkeypatch.setattr(PrefixText, "_compute", lambda *a: pytest.fail("a remembered caption computed again"))
+    path.inputs(items(), CPU)  # read from the store
+    monkeypatch.undo()
     path.inputs(items(["yeni bir cümle"]), CPU)  # a caption first met in a step is computed then
-    assert ("yeni bir cümle", "tr") in path.memo and path.memory_mb() > 0
+    assert list(path.memo) == [("yeni bir cümle", "tr")]
+
+
+def test_two_processes_with_different_string_hash_seeds_share_the_prefix_cache(tiny_model, tmp_path):
+    """The cache key may not depend on Python's per-process string hashing (set order): captions of equal length
+    are ordered by their text, so a second process finds the first one's entry."""
+    script = tmp_path / "remember.py"
+    script.write_text(f"""
+import sys
+sys.path.insert(0, {str(ROOT / "tests")!r})
+from test_text_prefix import lora_model, CPU
+from turkclip.roads import load_clip
+from turkclip.roads.text_prefix import PrefixText
+computed = []
+real = PrefixText._compute
+PrefixText._compute = lambda self, texts, lang: computed.append(len(texts)) or real(self, texts, lang)
+clip = load_clip({str(tiny_model)!r})
+captions = ["kedi bir", "köpek iki", "bir kedi", "iki kedi", "kuş uçar", "at koşar", "bir at", "iki at"]
+PrefixText(lora_model({str(tiny_model)!r}, 1), clip.text, 1, CPU, "fp32").remember(captions, "tr", {str(tmp_path / "c")!r})
+print(sum(computed))
+""")
+    runs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        runs.append(int(done.stdout.split()[-1]))
+    assert runs == [8, 0]  # the second process computed nothing
+    assert len(list((tmp_path / "c").glob("text-prefix-*.npz"))) == 1
 
 
 def test_pool_position_follows_transformers_rule():
@@ -184,16 +236,17 @@ def test_the_prefix_pass_is_read_from_the_disk_cache_and_keyed_by_the_frozen_wei
     clip = load_clip(str(tiny_model))
     first = PrefixText(lora_model(tiny_model, 1), clip.text, 1, CPU, "fp32")
     first.remember(CAPTIONS, "tr", tmp_path)
-    assert len(list(tmp_path.glob("text-prefix-*.safetensors"))) == 1
+    assert len(list(tmp_path.glob("text-prefix-*.npz"))) == 1
     again = PrefixText(lora_model(tiny_model, 1), clip.text, 1, CPU, "fp32")
     monkeypatch.setattr(PrefixText, "_compute", lambda *a: pytest.fail("the pass ran again"))
-    again.remember(CAPTIONS, "tr", tmp_path)
-    assert again.memo.keys() == first.memo.keys()
-    for k, (state, pool) in first.memo.items():
-        assert torch.equal(again.memo[k][0], state) and again.memo[k][1] == pool
+    again.remember(list(reversed(CAPTIONS)), "tr", tmp_path)  # another order: the same entry
+    assert again.where.keys() == first.where.keys()
+    for caption in CAPTIONS:
+        (state, pool), (want, want_pool) = again.state(caption, "tr"), first.state(caption, "tr")
+        assert torch.equal(state, want) and pool == want_pool
     monkeypatch.undo()
     changed = lora_model(tiny_model, 1)
     with torch.no_grad():  # another frozen lower layer: another entry, not a stale hit
         changed.get_base_model().text_model.encoder.layers[0].mlp.fc1.weight.add_(0.1)
     PrefixText(changed, clip.text, 1, CPU, "fp32").remember(CAPTIONS, "tr", tmp_path)
-    assert len(list(tmp_path.glob("text-prefix-*.safetensors"))) == 2
+    assert len(list(tmp_path.glob("text-prefix-*.npz"))) == 2

@@ -110,6 +110,18 @@ def save_array(folder: Path | None, kind: str, key: str, tensor: torch.Tensor) -
         np.save(f, tensor.detach().cpu().contiguous().numpy())
 
 
+def read_exact(fd: int, view: memoryview, offset: int) -> bool:
+    """Fill `view` from file `fd` at `offset` with `os.preadv` (no file position, safe across threads; the bytes land
+    straight in the caller's buffer). False when the file ends first."""
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n == 0:
+            return False
+        done += n
+    return True
+
+
 class RowWriter:
     """A cached `.npy` array [N, D] float32 written a block of rows at a time, N unknown until the end: rows go
     to a temporary file as they come and become the entry at `close()`, so no more than a block is held."""

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from turkclip.cache import atomic_path
+from turkclip.cache import atomic_path, read_exact
 
 
 class PixelStore:
@@ -81,12 +81,8 @@ class PixelStore:
         return out
 
     def _pread(self, fd: int, view: memoryview, row: int) -> None:
-        offset, done = row * self.row_bytes, 0
-        while done < len(view):
-            n = os.preadv(fd, [view[done:]], offset + done)
-            if n == 0:
-                raise OSError(f"{self.path} is shorter than its {self.count} images: delete it to decode again")
-            done += n
+        if not read_exact(fd, view, row * self.row_bytes):
+            raise OSError(f"{self.path} is shorter than its {self.count} images: delete it to decode again")
 
     def _file(self) -> int:
         if self._fd is None or self._pid != os.getpid():  # a forked child opens its own descriptor

@@ -3,7 +3,9 @@
 With LoRA only in the top N text layers (`--lora-layers N`) and nothing below them training (no
 token-embedding rows), the hidden states that leave the frozen lower layers are a function of the
 caption alone. `PrefixText` computes them once per distinct caption (no grad, the lower layers in
-eval mode, the run's precision), keeps them in memory, and a step runs only the top N layers, the
+eval mode, the run's precision), keeps them on disk (`prefix_store`, float32: the residual stream's
+precision under autocast too, so the path stays equal to the whole tower in bf16 as in fp32), reads
+a batch's back per step, and a step runs only the top N layers, the
 final LayerNorm, the end-of-text pooling and the projection. With N = all layers the "prefix" is
 the token + position embeddings: what is saved is the tokenizing.
 
@@ -22,6 +24,7 @@ same two calls: `inputs(items, device)` outside the model, `features(model, **in
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import torch
@@ -30,9 +33,7 @@ from transformers.masking_utils import create_causal_mask
 
 from turkclip import cache
 from turkclip.embedding.embed import autocast, text_features
-
-STORE_DTYPE = {"bf16": torch.bfloat16}  # other precisions keep the prefix in fp32
-
+from turkclip.roads.prefix_store import PrefixStore, open_prefixes, write_prefixes
 
 class FullText:
     """Tokenize each batch; the whole text tower runs every step (length-bucketed, `embed.text_features`)."""
@@ -58,47 +59,52 @@ class PrefixText:
         self.text_model = base.text_model
         self.lower = base.text_model.encoder.layers[: len(base.text_model.encoder.layers) - top]
         self.buckets, self.batch_size = buckets, batch_size
-        self.memo: dict[tuple[str, str], tuple[torch.Tensor, int]] = {}  # (text, lang) → (states [n, D], pool)
+        self.stores: list[PrefixStore] = []  # the remembered prefixes, on disk
+        self.where: dict[tuple[str, str], tuple[int, int]] = {}  # (text, lang) → (store, caption in it)
+        self.memo: dict[tuple[str, str], tuple[torch.Tensor, int]] = {}  # captions first met in a step (few)
 
     # --- outside the model: look the prefixes up (computing any new caption's once) and bucket them ---------
 
     def remember(self, texts: list[str], lang: str, cache_dir: Path | None = None) -> None:
-        """Compute and keep the prefixes of `texts` now (e.g. every train caption, before the first step). With
-        `cache_dir`, they are read from (or saved to) the disk cache, keyed by the frozen layers' weights and
-        config, the token ids and the precision: a second run with the same captions skips the pass."""
-        todo = sorted({t for t in texts if (t, lang) not in self.memo}, key=len)
-        key = self._cache_key(todo, lang) if cache_dir is not None and todo else None
-        hit = cache.load(cache_dir, "text-prefix", key) if key else None
-        if hit is not None:
-            tensors, _ = hit
-            states = tensors["states"].split(tensors["lengths"].tolist())
-            self.memo.update({(t, lang): (s, int(p)) for t, s, p in zip(todo, states, tensors["pools"])})
+        """Compute the prefixes of `texts` now (e.g. every train caption, before the first step) into a store on disk,
+        read back per batch. With `cache_dir` the store is a cache entry, keyed by the frozen layers' weights and
+        config, the token ids and the precision: a second run with the same captions skips the pass. Captions are
+        sorted by (length, text), so the key is the same in every process, whatever the order of `texts`."""
+        todo = sorted({t for t in texts if (t, lang) not in self.where}, key=lambda t: (len(t), t))
+        if not todo:
             return
-        computed = []
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
-            for t, state in zip(chunk, self._compute(chunk, lang)):
-                self.memo[(t, lang)] = state
-                computed.append(state)
-        if key:
-            cache.save(cache_dir, "text-prefix", key, {"states": torch.cat([s for s, _ in computed]),
-                                                       "lengths": torch.tensor([len(s) for s, _ in computed]),
-                                                       "pools": torch.tensor([p for _, p in computed])},
-                       {"captions": len(todo), "lang": lang})
+        key = self._cache_key(todo, lang) if cache_dir is not None else "run"
+        store = open_prefixes(cache_dir, key)
+        if store is None:
+            chunks = (todo[start : start + self.batch_size] for start in range(0, len(todo), self.batch_size))
+            store = write_prefixes(cache_dir, key, (state for chunk in chunks for state in self._compute(chunk, lang)))
+        self.stores.append(store)
+        self.where.update({(t, lang): (len(self.stores) - 1, i) for i, t in enumerate(todo)})
 
     def _cache_key(self, texts: list[str], lang: str) -> str:
         config = {k: v for k, v in self.text_model.config.to_dict().items()
                   if k not in ("_name_or_path", "transformers_version")}
         frozen = {**{f"embeddings.{k}": v for k, v in self.text_model.embeddings.state_dict().items()},
                   **{f"lower.{k}": v for k, v in self.lower.state_dict().items()}}
-        ids = self.text(texts, lang)["input_ids"]  # the tokenizer and its folding, as the pass would see them
-        return cache.make_key("text-prefix-v1", cache.tensors_fingerprint(frozen), config, len(self.lower),
-                              self.precision, cache.tensors_fingerprint({"ids": ids}), torch.__version__)
+        ids = hashlib.blake2b(digest_size=16)  # the tokenizer and its folding, as the pass sees them, a chunk at a time
+        for start in range(0, len(texts), self.batch_size):
+            ids.update(self.text(texts[start : start + self.batch_size], lang)["input_ids"].numpy().tobytes())
+        return cache.make_key("text-prefix-v2", cache.tensors_fingerprint(frozen), config, len(self.lower),
+                              self.precision, ids.hexdigest(), torch.__version__)
+
+    def state(self, text: str, lang: str) -> tuple[torch.Tensor, int]:
+        """A remembered caption's prefix, read from its store, or one first met in a step, from memory."""
+        if (text, lang) in self.where:
+            store, i = self.where[(text, lang)]
+            return self.stores[store].read(i)
+        return self.memo[(text, lang)]
 
     def inputs(self, items, device: torch.device) -> dict:
-        for lang in {it.lang for it in items}:
-            self.remember([it.text for it in items if it.lang == lang], lang)
-        states = [self.memo[(it.text, it.lang)] for it in items]
+        for lang in {it.lang for it in items}:  # captions no pass has seen (mirrored ones, --augment flip)
+            new = sorted({it.text for it in items if it.lang == lang and (it.text, lang) not in self.where
+                          and (it.text, lang) not in self.memo})
+            self.memo.update({(t, lang): state for t, state in zip(new, self._compute(new, lang) if new else [])})
+        states = [self.state(it.text, it.lang) for it in items]
         lengths = torch.tensor([s.shape[0] for s, _ in states])
         order = lengths.argsort()
         groups = []
@@ -107,9 +113,6 @@ class PrefixText:
             hidden = torch.nn.utils.rnn.pad_sequence([states[i][0] for i in idx], batch_first=True)
             groups.append((hidden.to(device, torch.float32), lengths[idx].to(device)))
         return {"groups": groups, "order": order.argsort().to(device)}
-
-    def memory_mb(self) -> float:
-        return sum(s.numel() * s.element_size() for s, _ in self.memo.values()) / 2**20
 
     @torch.no_grad()
     def _compute(self, texts: list[str], lang: str) -> list[tuple[torch.Tensor, int]]:
@@ -125,9 +128,10 @@ class PrefixText:
                 hidden = run_layers(self.lower, hidden, mask, text_model.config)
         finally:
             self.lower.train(was_training)
-        store = STORE_DTYPE.get(self.precision, torch.float32)
-        # Everything after the pooled position is never read: keep positions 0..pool only, compactly.
-        return [(h[: int(p) + 1].to("cpu", store).clone(), int(p)) for h, p in zip(hidden, pool)]
+        # Everything after the pooled position is never read: keep positions 0..pool only, compactly. In float32
+        # whatever the precision: under bf16 autocast the whole tower's residual stream stays float32, and a
+        # prefix rounded to bf16 would make the top layers see other inputs than the whole tower gives them.
+        return [(h[: int(p) + 1].to("cpu", torch.float32).clone(), int(p)) for h, p in zip(hidden, pool)]
 
     # --- inside the model: the top layers on the remembered states -------------------------------------------
 
