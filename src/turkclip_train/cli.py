@@ -1,4 +1,4 @@
-"""`turkclip` command line: train, evaluate, predict, merge, demo.
+"""`turkclip` command line: train, evaluate, predict, merge, demo, cache, and the photo commands.
 
 Each subcommand parses flags into the library's settings and calls one function; user
 errors (`TurkclipError`) print as one line on stderr with exit status 1 (`--debug` shows
@@ -280,7 +280,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     for subparser in sub.choices.values():  # --epoch must not pass for --epochs: no abbreviated flags anywhere
         subparser.allow_abbrev = False
+    _cache_command(sub)
     return parser
+
+
+def _cache_command(sub) -> None:
+    c = sub.add_parser("cache", help="list or prune the cache (decoded pixels, image embeddings, text prefixes)",
+                       description="turkclip caches what it computes from your data and models (shards' metadata,"
+                                   " decoded pixels, frozen image embeddings, remembered text prefixes) in"
+                                   " ~/.cache/turkclip or $TURKCLIP_CACHE. Every write keeps the folder under"
+                                   " TURKCLIP_CACHE_MAX_SIZE (default 20GB; 0 for no cap) by removing the least"
+                                   " recently used entries; `prune` trims it further by hand.")
+    c.add_argument("action", choices=["list", "prune"], help="list: entries with their sizes and when each was last used; prune: remove some")
+    c.add_argument("--max-size", help="prune: remove least recently used entries until the rest fit, e.g. 5GB")
+    c.add_argument("--older-than", help="prune: remove entries unused for this long, e.g. 30d, 12h")
+    c.add_argument("--cache-dir", help="the cache folder (default ~/.cache/turkclip or $TURKCLIP_CACHE)")
+    c.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -292,7 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     from .memory import release_freed_memory
 
     release_freed_memory()  # evaluate, index, train: RSS stays at the working set (memory.py)
-    try:  # the photo commands live apart from training: `turkclip index` on an unchanged folder imports little
+    try:  # the photo and cache commands live apart from training: they import little
+        if args.command == "cache":
+            return import_module(".cache_command", __package__).cache_command(args) or 0
         commands = import_module(".photo_commands" if args.command in PHOTO_COMMANDS else ".commands", __package__)
         return getattr(commands, args.command.replace("-", "_"))(args) or 0
     except TurkclipError as e:

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from turkclip.cache import atomic_path, read_exact
+from turkclip.cache import atomic_path, read_exact, touch, written
 
 
 class PixelStore:
@@ -121,6 +121,8 @@ def open_store(folder: Path | None, key: str, size: int) -> tuple[PixelStore, di
     meta = json.loads(meta_path.read_text())
     if meta.get("size") != size or data_path.stat().st_size != meta["count"] * 3 * size * size:
         return None
+    touch(meta_path)
+    touch(data_path)
     return PixelStore(data_path, meta["count"], size, fingerprint=key), meta
 
 
@@ -152,4 +154,6 @@ def write_store(folder: Path | None, key: str, size: int, decoded: Iterable[np.n
     meta.update(describe(meta) if describe else {})
     with atomic_path(data_path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(meta))
+    if keep_alive is None:
+        written(data_path)
     return PixelStore(data_path, count, size, fingerprint=key, keep_alive=keep_alive), meta

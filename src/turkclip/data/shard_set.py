@@ -176,6 +176,7 @@ def _write_meta(folder: Path | None, key: str, meta: dict) -> None:
         return
     with cache.atomic_path(Path(folder) / f"shardset-{key}.json") as tmp:
         tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+    cache.written(Path(folder) / f"shardset-{key}.json")
 
 
 def _decode(paths: list[Path], key: str, size: int, cache_dir: Path | None):

@@ -84,4 +84,6 @@ def write_prefixes(folder: Path | None, key: str, states) -> PrefixStore:
     starts, pools = np.asarray(starts, dtype=np.int64), np.asarray(pools, dtype=np.int32)
     with cache.atomic_path(data.with_suffix(".npz")) as tmp, tmp.open("wb") as f:
         np.savez(f, starts=starts, pools=pools, dim=dim)
+    if keep_alive is None:
+        cache.written(data)
     return PrefixStore(data, starts, pools, dim, keep_alive)
