@@ -6,9 +6,9 @@ from __future__ import annotations
 import importlib.metadata
 import subprocess
 import sys
-import tomllib
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -66,7 +66,8 @@ def test_the_constraints_file_is_inside_the_declared_ranges():
             pins[canonicalize_name(req.name)] = spec.version
     for req in CORE + [r for reqs in EXTRAS.values() for r in reqs]:
         assert canonicalize_name(req.name) in pins, f"{req.name} has no tested version in constraints.txt"
-        assert req.specifier.contains(pins[canonicalize_name(req.name)]), f"constraints.txt pins {req.name} outside {req}"
+        pin = pins[canonicalize_name(req.name)]
+        assert req.specifier.contains(pin), f"constraints.txt pins {req.name} {pin}, outside {req}"
     for where in (ROOT / ".ci" / "run", ROOT / "README.md"):
         assert "-c constraints.txt" in where.read_text(), f"{where.name} installs without the tested set"
 

@@ -29,8 +29,8 @@ def _shards(folder, counts=(7, 5, 0, 9), prefix="s"):
     """Shards of `counts` samples (one empty), keys unique across them, two captions each."""
     n = 0
     for s, count in enumerate(counts):
-        _write_shard(folder / f"{prefix}-{s}.tar", sum((_good(f"{prefix}{n + i:03d}", n + i,
-                                                              f"resim {n + i}\nbaşka {n + i}") for i in range(count)), []))
+        samples = [_good(f"{prefix}{n + i:03d}", n + i, f"resim {n + i}\nbaşka {n + i}") for i in range(count)]
+        _write_shard(folder / f"{prefix}-{s}.tar", sum(samples, []))
         n += count
     return str(folder / f"{prefix}-{{0..{len(counts) - 1}}}.tar")
 
@@ -92,7 +92,8 @@ def test_a_shard_that_changed_since_it_was_read_is_one_line(tmp_path):
     _write_shard(tmp_path / "s-0.tar", _good("s000", 0) + [("s001.jpg", b"broken"), ("s001.txt", b"x")])
     with pytest.raises(TurkclipError, match=r"s-0.tar has fewer samples than when it was read: run again"):
         data.pixels[0:3]
-    _write_shard(tmp_path / "s-0.tar", _good("s000", 0) + [("s001.jpg", b"broken"), ("s001.txt", b"x")] + _good("s002", 2))
+    broken = [("s001.jpg", b"broken"), ("s001.txt", b"x")]
+    _write_shard(tmp_path / "s-0.tar", _good("s000", 0) + broken + _good("s002", 2))
     with pytest.raises(TurkclipError, match=r"^sample 's001' no longer decodes \(unreadable .*\); .* run again"):
         data.pixels[0:3]
 
@@ -146,4 +147,5 @@ def test_both_towers_stream_by_default_and_read_the_pixel_store_when_asked(tmp_p
         runs[name] = sorted(p.name.split("-")[0] for p in (tmp_path / name / "c").iterdir())
         assert json.loads((out / "summary.json").read_text())["train_images"] == 10
     assert runs == {"stream": ["shardset"], "store": ["pixels", "pixels"]}
-    assert np.isfinite([json.loads(l)["loss"] for l in (tmp_path / "stream" / "metrics.jsonl").read_text().splitlines()]).all()
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "stream" / "metrics.jsonl").read_text().splitlines()]
+    assert np.isfinite(losses).all()

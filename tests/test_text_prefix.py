@@ -119,7 +119,8 @@ real = PrefixText._compute
 PrefixText._compute = lambda self, texts, lang: computed.append(len(texts)) or real(self, texts, lang)
 clip = load_clip({str(tiny_model)!r})
 captions = ["kedi bir", "köpek iki", "bir kedi", "iki kedi", "kuş uçar", "at koşar", "bir at", "iki at"]
-PrefixText(lora_model({str(tiny_model)!r}, 1), clip.text, 1, CPU, "fp32").remember(captions, "tr", {str(tmp_path / "c")!r})
+path = PrefixText(lora_model({str(tiny_model)!r}, 1), clip.text, 1, CPU, "fp32")
+path.remember(captions, "tr", {str(tmp_path / "c")!r})
 print(sum(computed))
 """)
     runs = []

@@ -32,7 +32,6 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-
 DEFAULT_MAX_SIZE = "20GB"
 _ENTRY = re.compile(r"[a-z][a-z-]*-[0-9a-f]{24}")  # "<kind>-<make_key>"
 _AGES = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

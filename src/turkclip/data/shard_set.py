@@ -41,9 +41,10 @@ class Sink(Protocol):
 class ShardImages:
     """uint8 pixels [N, 3, S, S] of a shard set's usable samples, decoded from the tars when read.
 
-    Reads are contiguous slices `[a:b]` (or one image, `[i]`), as a pass over the set makes them (embedding, a process's share): a slice
-    that starts where the last one stopped streams on; any other opens the shard it starts in and skips to it
-    without decoding. `fingerprint` names the shards' contents (their cache key) for the caches built on them."""
+    Reads are contiguous slices `[a:b]` (or one image, `[i]`), as a pass over the set makes them (embedding, a
+    process's share): a slice that starts where the last one stopped streams on; any other opens the shard it
+    starts in and skips to it without decoding. `fingerprint` names the shards' contents (their cache key) for the
+    caches built on them."""
 
     def __init__(self, paths: list[Path], keys: list[str], starts: list[int], size: int, fingerprint: str):
         self.paths, self.keys, self.starts, self.size = paths, keys, starts, size
@@ -69,7 +70,9 @@ class ShardImages:
         self._cursor = None  # until the read succeeds: a stream that raised is not continued
         rows = [next(stream) for _ in range(stop - start)]
         self._cursor = (stop, stream)
-        return torch.from_numpy(np.stack(rows)) if rows else torch.empty((0, 3, self.size, self.size), dtype=torch.uint8)
+        if not rows:
+            return torch.empty((0, 3, self.size, self.size), dtype=torch.uint8)
+        return torch.from_numpy(np.stack(rows))
 
     def stream(self, start: int = 0) -> Iterator[np.ndarray]:
         """Decoded images from index `start` on, in order (a thread pool decodes ahead)."""

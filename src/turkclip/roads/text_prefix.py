@@ -35,6 +35,7 @@ from turkclip import cache
 from turkclip.embedding.embed import autocast, text_features
 from turkclip.roads.prefix_store import PrefixStore, open_prefixes, write_prefixes
 
+
 class FullText:
     """Tokenize each batch; the whole text tower runs every step (length-bucketed, `embed.text_features`)."""
 
