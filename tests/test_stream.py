@@ -60,9 +60,9 @@ def test_shard_images_read_in_slices_equal_the_pixel_store(both):
 @pytest.mark.parametrize("world", [1, 2])
 def test_the_streamed_order_visits_every_image_once_and_gives_each_process_its_own(both, world):
     streamed, _ = both
-    orders = [visit_order(streamed.pixels, 3, epoch, 4, world, workers=2) for epoch in (0, 1)]
+    orders = [visit_order(streamed.pixels, 3, epoch, 4, world) for epoch in (0, 1)]
     assert all(sorted(o) == list(range(len(streamed))) for o in orders)
-    assert orders[0] != orders[1] and orders[0] == visit_order(streamed.pixels, 3, 0, 4, world, workers=2)
+    assert orders[0] != orders[1] and orders[0] == visit_order(streamed.pixels, 3, 0, 4, world)
     counts = set()
     for epoch, order in enumerate(orders):
         batches = epoch_batches(streamed.captions, "tr", 4 * world, 3, epoch, order=order)
@@ -73,11 +73,11 @@ def test_the_streamed_order_visits_every_image_once_and_gives_each_process_its_o
     assert visit_order(both[1].pixels, 3, 0, 4, world) is None  # a set read at random shuffles as before
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, 1, 3])
 def test_worker_decoded_batches_equal_the_pixel_store_and_resume_mid_epoch(both, workers):
     streamed, stored = both
     policy = parse_policy("crop,flip")
-    order = visit_order(streamed.pixels, 1, 2, 4, workers=workers)
+    order = visit_order(streamed.pixels, 1, 2, 4)
     batches = epoch_batches(streamed.captions, "tr", 4, 1, 2, flip=True, order=order)
     want = [batch_pixels(stored.pixels, b, policy, 1, 2) for b in batches]
     got = list(pixel_feed(streamed.pixels, batches, policy, 1, 2, workers=workers))

@@ -90,6 +90,7 @@ def run_settings(cfg, processes: int) -> dict:
     run["lora_dropout"] = cfg.lora.dropout if cfg.lora is not None else None
     run["lora_layers"] = cfg.lora.layers if cfg.lora is not None else None  # None (all) in older checkpoints too
     run["processes"] = processes
+    run["pixel_store"] = cfg.pixel_store if cfg.shards else None  # shards: streamed and stored sets visit in other orders
     return run
 
 

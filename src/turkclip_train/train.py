@@ -236,8 +236,7 @@ def train(cfg: TrainConfig) -> dict:
         for epoch in range(position["epoch"], cfg.epochs):
             batches = epoch_batches(train_set.captions, train_set.lang, cfg.batch_size * world, cfg.seed, epoch,
                                     rehearsal, cfg.rehearsal_lang, cfg.rehearsal_ratio, flip=policy.flip,
-                                    order=visit_order(train_set.pixels, cfg.seed, epoch, cfg.batch_size, world,
-                                                      cfg.workers))
+                                    order=visit_order(train_set.pixels, cfg.seed, epoch, cfg.batch_size, world))
             if views is not None:  # text-only augmentation: this epoch's view of every image
                 bank = views.for_epoch(epoch, batches).to(device)
             mine = distributed.local_batches(batches, accelerator.process_index, world)

@@ -3,13 +3,14 @@
 This is how open_clip reads WebDataset: worker processes split the shards, each reads its shards in turn and
 decodes their samples, a buffer shuffles samples within a window, and the epoch's shard order is shuffled. Here
 the order is also a pure function of (seed, epoch), as `sampling.epoch_batches` promises, so that a resumed run
-sees the same batches:
+sees the same batches, whatever the number of workers:
 
-* the epoch's shard order is a permutation drawn from (seed, epoch); worker w of W reads every W-th shard of it;
+* the epoch's shard order is a permutation drawn from (seed, epoch); stream s of `STREAMS` reads every
+  `STREAMS`-th shard of it, and its images are shuffled within windows of `WINDOW` consecutive samples (it holds
+  at most that many undecoded samples); a process visits the streams' images one from each in turn;
 * process r of a run of R decodes the images whose index is r modulo R (every process reads the same tars, which
   costs little beside decoding, so each process gets the same number of images every epoch);
-* each worker's images are shuffled within windows of `WINDOW` consecutive samples (it holds at most that many
-  undecoded samples), and a process sees its workers' images one from each in turn.
+* worker w of W decodes streams w, w + W, ... (each stream reads its own shards, one after another).
 
 `visit_order` is that order for the whole run; `sampling.epoch_batches(order=...)` cuts it into batches whose share
 for process r is exactly the images process r decodes. `pixel_feed` then yields each micro-batch's pixels: from
@@ -29,7 +30,8 @@ from turkclip.data.augment import AugmentPolicy, augment_rows, batch_pixels
 from turkclip.data.shard_set import ShardImages
 from turkclip.errors import TurkclipError
 
-WINDOW = 1000  # samples a worker shuffles among (their JPEG bytes, ~20-50 MB, are what it holds)
+STREAMS = 8  # shard streams an epoch interleaves; workers share them out, so the order does not depend on their number
+WINDOW = 1000  # samples a stream shuffles among (their JPEG bytes, ~20-50 MB, are what it holds)
 
 
 def default_workers() -> int:
@@ -37,16 +39,13 @@ def default_workers() -> int:
     return max(1, min(4, (os.cpu_count() or 2) // 2))
 
 
-def visit_order(pixels, seed: int, epoch: int, batch_size: int, world: int = 1,
-                workers: int | None = None) -> list[int] | None:
+def visit_order(pixels, seed: int, epoch: int, batch_size: int, world: int = 1) -> list[int] | None:
     """The order in which an epoch visits the images of a streamed set (None for a set read at random: then
     `epoch_batches` draws its own). `batch_size` is per process; global batch k holds the k-th `batch_size` images
     of every process in turn."""
     if not isinstance(pixels, ShardImages):
         return None
-    workers = default_workers() if workers is None else workers
-    per_rank = [_interleave([order for _, order in _streams(pixels, seed, epoch, r, world, workers)])
-                for r in range(world)]
+    per_rank = [_interleave([order for _, order in _streams(pixels, seed, epoch, r, world)]) for r in range(world)]
     order = []
     for start in range(0, max(len(o) for o in per_rank), batch_size):
         for o in per_rank:
@@ -57,16 +56,15 @@ def visit_order(pixels, seed: int, epoch: int, batch_size: int, world: int = 1,
 def pixel_feed(pixels, micro_batches: list, policy: AugmentPolicy, seed: int, epoch: int, rank: int = 0,
                world: int = 1, workers: int | None = None) -> Iterator[torch.Tensor]:
     """uint8 pixels of each micro-batch (a list of `sampling.Item`) in turn, augmented as `batch_pixels` does.
-    `workers`: decoding processes (0: decode in this one)."""
+    `workers`: decoding processes (default `default_workers()`; 0: decode in this one)."""
     if not isinstance(pixels, ShardImages):
         return (batch_pixels(pixels, items, policy, seed, epoch) for items in micro_batches)
     workers = default_workers() if workers is None else workers
     wanted = {it.image for items in micro_batches for it in items}  # a resumed epoch: what is left of it
-    streams = [(shards, [i for i in order if i in wanted])
-               for shards, order in _streams(pixels, seed, epoch, rank, world, workers)]
-    loader = DataLoader(_EpochImages(pixels, streams), batch_size=None, num_workers=workers,
+    streams = [(shards, [i for i in order if i in wanted]) for shards, order in _streams(pixels, seed, epoch, rank, world)]
+    loader = DataLoader(_EpochImages(pixels, streams, max(1, workers)), batch_size=None, num_workers=workers,
                         prefetch_factor=16 if workers else None)
-    return _in_batch_order(iter(loader), micro_batches, policy, seed, epoch)
+    return _in_batch_order((pair for pairs in loader for pair in pairs), micro_batches, policy, seed, epoch)
 
 
 def _in_batch_order(arrivals, micro_batches, policy, seed, epoch) -> Iterator[torch.Tensor]:
@@ -86,14 +84,19 @@ def _in_batch_order(arrivals, micro_batches, policy, seed, epoch) -> Iterator[to
 
 
 class _EpochImages(IterableDataset):
-    """One epoch's images for one process: worker w reads the shards of stream w and decodes its images, in order."""
+    """One epoch's images for one process: worker w of `workers` decodes streams w, w + workers, ..., in turn."""
 
-    def __init__(self, pixels: ShardImages, streams: list[tuple[list[int], list[int]]]):
-        self.pixels, self.streams = pixels, streams
+    def __init__(self, pixels: ShardImages, streams: list[tuple[list[int], list[int]]], workers: int):
+        self.pixels, self.streams, self.workers = pixels, streams, workers
 
     def __iter__(self):
+        """The k-th image of each of this worker's streams, as one list per k: a DataLoader takes one item from each
+        worker in turn, so every worker, whatever its number of streams, stays at the same k as the others."""
         info = get_worker_info()
-        return self._decode(*self.streams[info.id if info is not None else 0])
+        mine = self.streams[info.id if info is not None else 0 :: self.workers]
+        decoded = [self._decode(*stream) for stream in mine]
+        for k in range(max((len(order) for _, order in mine), default=0)):
+            yield [next(stream) for stream, (_, order) in zip(decoded, mine) if k < len(order)]
 
     def _decode(self, shards: list[int], order: list[int]):
         """Read the shards in turn, keep the wanted samples' bytes until their turn comes (at most a window's),
@@ -111,16 +114,15 @@ class _EpochImages(IterableDataset):
                 position += 1
 
 
-def _streams(pixels: ShardImages, seed: int, epoch: int, rank: int, world: int,
-             workers: int) -> list[tuple[list[int], list[int]]]:
-    """(shards, image indices) of each worker of process `rank`: the shards it reads, in turn, and the images it
-    yields, in order. One stream when decoding happens in the process itself (`workers` 0)."""
+def _streams(pixels: ShardImages, seed: int, epoch: int, rank: int, world: int) -> list[tuple[list[int], list[int]]]:
+    """(shards, image indices) of each stream for process `rank`: the shards it reads, in turn, and the images it
+    yields, in order."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     shards = torch.randperm(len(pixels.paths), generator=g).tolist()
     out = []
-    for w in range(max(1, workers)):
-        mine = shards[w :: max(1, workers)]
-        images = [i for s in mine for i in range(pixels.starts[s], pixels.starts[s + 1]) if i % world == rank]
+    for s in range(STREAMS):
+        mine = shards[s::STREAMS]
+        images = [i for shard in mine for i in range(pixels.starts[shard], pixels.starts[shard + 1]) if i % world == rank]
         shuffled = []
         for start in range(0, len(images), WINDOW):
             window = images[start : start + WINDOW]
@@ -130,7 +132,7 @@ def _streams(pixels: ShardImages, seed: int, epoch: int, rank: int, world: int,
 
 
 def _interleave(streams: list[list[int]]) -> list[int]:
-    """One from each stream in turn, skipping the ones that ran out (how a DataLoader takes from its workers)."""
+    """One from each stream in turn, skipping the ones that ran out."""
     out, longest = [], max((len(s) for s in streams), default=0)
     for k in range(longest):
         out += [s[k] for s in streams if k < len(s)]

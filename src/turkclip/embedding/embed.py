@@ -132,6 +132,7 @@ class BankWriter:
             return None
         self.pending: list[np.ndarray] = []
         self.rows = cache.RowWriter(self.cache_dir, "image-embeds", self.key)  # on disk as they come: no O(N) memory
+        self.model.to(self.device)
         return self
 
     def add(self, image: np.ndarray) -> None:
