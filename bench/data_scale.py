@@ -190,11 +190,11 @@ def child(kind: str, n: int, work: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     common = dict(output=str(out), model=str(model), epochs=1, batch_size=64, lr=1e-4, precision="fp32",
                   checkpoint_every=10**9, log_every=5, progress=False)
-    if kind == "shards-text":
-        cache = work / f"cache-shards-{n}"
+    if kind in ("shards-text", "shards-both"):
+        cache = work / f"cache-{kind}-{n}"
         shutil.rmtree(cache, ignore_errors=True)
-        cfg = TrainConfig(captions=None, images=None, shards=make_shards(work, n), lora=LoraSettings(towers="text"),
-                          cache_dir=str(cache), **common)
+        cfg = TrainConfig(captions=None, images=None, shards=make_shards(work, n), cache_dir=str(cache),
+                          lora=LoraSettings(towers="text" if kind == "shards-text" else "both"), **common)
     elif kind == "default-train":
         cfg = TrainConfig(captions=str(make_captions5(work, n)), images=str(work / "images"), cache_dir=str(cache),
                           **{**common, "epochs": 2})
@@ -207,7 +207,7 @@ def child(kind: str, n: int, work: Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     result = {"seconds": summary["seconds"], "images": summary["train_images"], "steps": summary["steps"],
               "pairs_per_s": len(rates) / sum(1 / r for r in rates), "peak_mb": _peak_mb()}
-    if kind == "shards-text":
+    if kind in ("shards-text", "shards-both"):
         result["cache_bytes"] = sum(f.stat().st_size for f in cache.iterdir())
         result["cache_files"] = sorted({f.name.split("-")[0] for f in cache.iterdir()})
         shutil.rmtree(cache, ignore_errors=True)
@@ -256,6 +256,7 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,100000", help="images for the folder case")
     ap.add_argument("--shard-sizes", default="1000,10000,100000", help="samples for the shards case")
     ap.add_argument("--default-sizes", default="300,3000", help="images for the default-run case")
+    ap.add_argument("--both-max", type=int, default=10000, help="shards case: both towers (streamed) up to this size")
     ap.add_argument("--work", default="/tmp/turkclip-scale")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     ap.add_argument("--keep-cache", action="store_true", help="keep decoded stores between runs (default: decode afresh)")
@@ -274,12 +275,14 @@ def main() -> None:
         import shutil
 
         shutil.rmtree(work / "cache", ignore_errors=True)
-    kinds = {"folder": ("decode", "both", "text"), "shards": ("shards-text",),
+    kinds = {"folder": ("decode", "both", "text"), "shards": ("shards-text", "shards-both"),
              "default": ("default-train", "default-eval")}
     results = {}
     for case in cases:
         for n in sizes.get(case, []):
             for kind in kinds[case]:
+                if kind == "shards-both" and n > args.both_max:
+                    continue  # decoding every image every epoch: slow on a few cores
                 results[(kind, n)] = run_child(kind, n, work)
                 print(kind, n, results[(kind, n)], flush=True)
     compare = decode_or_read(work) if "rates" in cases and FLICKR.is_dir() else None
@@ -319,6 +322,13 @@ def report(cases, sizes, results, compare, load0: float, load1: float, seconds: 
         per, ratio = last["cache_bytes"] / last["images"], last["peak_mb"] / first["peak_mb"]
         lines += ["", f"Targets at {n1:,} samples: cache ≤ 3 KB per sample: {per:.0f} B ({_met(per <= 3000)});"
                   f" peak RSS within 1.2× of {n0:,}: {ratio:.2f}× ({_met(ratio <= 1.2)})."]
+        both = [(n, results[("shards-both", n)]) for n in sizes["shards"] if ("shards-both", n) in results]
+        if both:
+            lines += ["", "Both towers from the same shards, streamed (decoded by worker processes each epoch), one"
+                      " epoch:", "", "| samples | run s | pairs/s | cache on disk | peak RSS (training process) |",
+                      "|---:|---:|---:|---:|---:|"]
+            lines += [f"| {n:,} | {r['seconds']:.0f} | {r['pairs_per_s']:.0f} | {r['cache_bytes'] / 2**20:.1f} MiB |"
+                      f" {r['peak_mb']:.0f} MiB |" for n, r in both]
     if "default" in cases:
         n0, n1 = sizes["default"][0], sizes["default"][-1]
         lines += ["", "**Default run**: `turkclip train` (both towers, validation every epoch, 2 epochs), 5 captions"

@@ -278,9 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--seed", type=int, default=0, help="seed of the random weights (default 0)")
     i.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
+    _cache_command(sub)
     for subparser in sub.choices.values():  # --epoch must not pass for --epochs: no abbreviated flags anywhere
         subparser.allow_abbrev = False
-    _cache_command(sub)
     return parser
 
 
@@ -291,7 +291,8 @@ def _cache_command(sub) -> None:
                                    " ~/.cache/turkclip or $TURKCLIP_CACHE. Every write keeps the folder under"
                                    " TURKCLIP_CACHE_MAX_SIZE (default 20GB; 0 for no cap) by removing the least"
                                    " recently used entries; `prune` trims it further by hand.")
-    c.add_argument("action", choices=["list", "prune"], help="list: entries with their sizes and when each was last used; prune: remove some")
+    c.add_argument("action", choices=["list", "prune"],
+                   help="list: entries with their sizes and when each was last used; prune: remove some")
     c.add_argument("--max-size", help="prune: remove least recently used entries until the rest fit, e.g. 5GB")
     c.add_argument("--older-than", help="prune: remove entries unused for this long, e.g. 30d, 12h")
     c.add_argument("--cache-dir", help="the cache folder (default ~/.cache/turkclip or $TURKCLIP_CACHE)")
