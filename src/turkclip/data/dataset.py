@@ -1,4 +1,5 @@
-"""`ImageTextSet`: one split ready for the model — decoded pixels (on disk, read per batch) plus captions per image."""
+"""`ImageTextSet`: one split ready for the model — decoded pixels (on disk, read per batch; or, for shards, decoded
+as they stream) plus captions per image."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from turkclip.errors import TurkclipError
 @dataclass
 class ImageTextSet:
     filenames: list[str]
-    pixels: PixelStore | torch.Tensor  # uint8 [N, 3, S, S], CLIP-resized and cropped; indexed per batch
+    pixels: PixelStore | torch.Tensor  # uint8 [N, 3, S, S], CLIP-resized and cropped; indexed per batch (or a
+    # shard_set.ShardImages: decoded from WebDataset shards as they are read, in order)
     captions: list[list[str]]  # captions of image i (may be empty: then it is gallery only)
     lang: str
     skipped: list[tuple[str, str]]  # (filename, problem) of images left out
