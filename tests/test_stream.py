@@ -149,3 +149,25 @@ def test_both_towers_stream_by_default_and_read_the_pixel_store_when_asked(tmp_p
     assert runs == {"stream": ["shardset"], "store": ["pixels", "pixels"]}
     losses = [json.loads(line)["loss"] for line in (tmp_path / "stream" / "metrics.jsonl").read_text().splitlines()]
     assert np.isfinite(losses).all()
+
+
+@pytest.mark.slow
+def test_two_processes_stream_their_own_images(tmp_path, tiny_model):
+    """torchrun with 2 processes: each decodes the images of its own index parity with a worker of its own, and the
+    run takes as many steps as the global batch allows (11 images at 2 per process: 3 global batches, the last 3)."""
+    import os
+    import subprocess
+    import sys
+
+    pattern = _shards(tmp_path, (4, 7))
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+                           "turkclip_train.cli", "train", "--model", str(tiny_model), "--shards", pattern, "--output",
+                           str(out), "--epochs", "2", "--batch-size", "2", "--workers", "1", "--no-progress",
+                           "--cache-dir", str(tmp_path / "c")], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_images"] == 11 and summary["steps"] == 2 * 3
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps))  # every record written once
