@@ -44,7 +44,7 @@ def captions() -> list[str]:
     return [" ".join(words[(i * 7 + k) % len(words)] for k in range(4 + i % 9)) for i in range(1500)]
 
 
-def child(model: Path, layers: int, cache_dir: Path) -> dict:
+def child(model: Path, layers: int, cache_dir: Path, limit: int | None = None) -> dict:
     import torch
 
     from turkclip.roads import load_clip
@@ -54,7 +54,7 @@ def child(model: Path, layers: int, cache_dir: Path) -> dict:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     clip = load_clip(str(model))
     lora = attach_lora(clip.model, LoraSettings(towers="text", layers=layers))
-    texts = captions()
+    texts = captions()[:limit]
     path = PrefixText(lora, clip.text, layers, torch.device("cpu"), "fp32")
     before = _rss_mb()
     start = time.perf_counter()
@@ -67,10 +67,11 @@ def child(model: Path, layers: int, cache_dir: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--layers", type=int, default=4, help="LoRA in the top N of 12 text layers (default 4)")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N captions (a loaded machine)")
     ap.add_argument("--child", nargs=2, metavar=("MODEL", "CACHE"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(Path(args.child[0]), args.layers, Path(args.child[1]))))
+        print(json.dumps(child(Path(args.child[0]), args.layers, Path(args.child[1]), args.limit)))
         return
     from turkclip.models.architectures import init_model
 
@@ -81,7 +82,8 @@ def main() -> None:
         runs = []
         for seed in ("1", "2"):
             env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT / "src")}
-            done = subprocess.run([sys.executable, __file__, "--layers", str(args.layers), "--child", str(model),
+            limit = ["--limit", str(args.limit)] if args.limit else []
+            done = subprocess.run([sys.executable, __file__, "--layers", str(args.layers), *limit, "--child", str(model),
                                    str(Path(tmp) / "cache")], capture_output=True, text=True, env=env, check=True)
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
         entry = sum(f.stat().st_size for f in (Path(tmp) / "cache").glob("text-prefix-*"))
@@ -91,7 +93,7 @@ def main() -> None:
           f" (`bench/prefix_cache.py --layers {args.layers}`)\n\n"
           f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, threads"
           f" {os.environ.get('OMP_NUM_THREADS', '1')}; load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end."
-          f" ViT-B/32 text tower (random weights), fp32, {first['captions']} distinct TasvirEt train captions.\n\n"
+          f" ViT-B/32 text tower (random weights), fp32, {first['captions']} distinct train captions.\n\n"
           "| run | PYTHONHASHSEED | prefix pass s | RSS growth across it | process peak RSS |\n|---|---:|---:|---:|---:|\n"
           f"| first (computes, writes) | 1 | {first['seconds']:.2f} | {first['rss_growth_mb']:.0f} MiB |"
           f" {first['peak_mb']:.0f} MiB |\n"
