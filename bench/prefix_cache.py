@@ -5,7 +5,8 @@ text tower (random weights, CLIP's real tokenizer) with LoRA in the top `--layer
 `PrefixText.remember` on the TasvirEt train captions (../shared; synthetic captions without it) with one disk cache.
 The first computes the frozen lower layers' pass and writes it; the second must find it (same key whatever the
 string-hash order) and only read its index. Prints the seconds of each, the ratio (target ≤ 5 %), the entry's size,
-and each process's RSS growth across `remember` (the prefixes stay on disk, so it should not grow with them).
+and each process's RSS growth across `remember` (most of it is the model's memory-mapped weights paged in by the
+pass or by hashing them for the key; the prefixes themselves stay on disk).
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/prefix_cache.py
 """
