@@ -157,6 +157,9 @@ def train(cfg: TrainConfig) -> dict:
 
     # 6. The loop. An epoch's batches are a function of (seed, epoch), so a resumed run skips
     #    exactly the steps it has done. Each optimizer step averages `grad_accum` micro-batches.
+    if main and cfg.progress:  # the size of the work up front; the bar (or a line every 30 s) adds the time left
+        print(f"training the {road.name} road on {len(train_set)} images: {total_steps} steps ({epochs} epochs of"
+              f" {steps_per_epoch}, {cfg.batch_size * cfg.grad_accum * world} pairs a step)", flush=True)
     bar = progress_bar(total=total_steps, initial=position["global_step"], desc="training", unit="step",
                        enabled=cfg.progress and main)
     window, window_start = [], time.perf_counter()
