@@ -51,10 +51,6 @@ from .inputs import training_sets
 from .logs import MetricsLog, plot_curves
 from .memory import release_freed_memory
 
-# Test hook: seconds to sleep after each optimizer step, so tests/test_resume.py can interrupt a run mid-epoch.
-_STEP_DELAY = float(os.environ.get("TURKCLIP_TEST_STEP_DELAY", "0"))
-
-
 @dataclass
 class TrainConfig:
     """Every setting of a run. Defaults reproduce the seed notebook's recipe where it had one."""
@@ -255,8 +251,6 @@ def train(cfg: TrainConfig) -> dict:
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 position["global_step"] += 1
-                if _STEP_DELAY:
-                    time.sleep(_STEP_DELAY)
                 window.append(loss_sum)
                 bar.update()
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum:.4f}")

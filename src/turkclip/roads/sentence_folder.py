@@ -26,7 +26,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from turkclip.errors import TurkclipError
-from turkclip.models.clip import load_failure, offline_kwargs
+from turkclip.models.hub import NO_REMOTE_CODE, load_failure, offline_kwargs, refuse_remote_code
 
 ALIGNMENT_FILE = "turkclip_text_tower.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
@@ -57,7 +57,8 @@ def load_encoder(name: str | Path) -> tuple[nn.Module, object]:
         raise TurkclipError(f"text model folder not found: {name}")
     if path.exists() and not (path / "config.json").is_file():
         raise TurkclipError(f"{name} is not a text encoder folder: it has no config.json")
-    local = offline_kwargs(name)  # an unreachable hub: read the local cache only, no minute of retries
+    refuse_remote_code(name, "--text-model")
+    local = dict(offline_kwargs(name), **NO_REMOTE_CODE)  # an unreachable hub: the local cache only, no retries
     try:
         config = AutoConfig.from_pretrained(name, **local)
     except (OSError, ValueError) as e:
