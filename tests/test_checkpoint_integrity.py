@@ -76,7 +76,8 @@ def run(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("same-run")
     captions, images = write_captioned_images(root, 5, lambda i: [f"kırmızı bir şey {i}"])
     english = root / "english.csv"
-    english.write_text("image,caption\n" + "".join(f"{i:02d}.jpg,a red thing {i}\n" for i in range(5)), encoding="utf-8")
+    english.write_text("image,caption\n" + "".join(f"{i:02d}.jpg,a red thing {i}\n" for i in range(5)),
+                       encoding="utf-8")
     model = root / "model"
     shutil.copytree(tiny_model, model)
     argv = ["train", "--model", str(model), "--captions", str(captions), "--images", str(images),
@@ -122,8 +123,8 @@ def test_resume_refuses_what_changes_the_run_with_the_same_shapes(run, capsys, t
     other_english.write_text(run["english"].read_text(encoding="utf-8").replace("red", "blue"), encoding="utf-8")
     err = _resume(run, capsys, "--model", str(other_model), "--rehearsal-captions", str(other_english),
                   "--precision", "bf16", "--lang", "en")
-    for phrase in ("--model (its files are not those the run started with)",
-                   "--rehearsal-captions (its files are not those", "--precision bf16 (was fp32)", "--lang en (was tr)"):
+    for phrase in ("--model (its files are not those the run started with)", "--rehearsal-captions (its files are not",
+                   "--precision bf16 (was fp32)", "--lang en (was tr)"):
         assert phrase in err, phrase
 
     edited = run["captions"].read_text(encoding="utf-8")

@@ -33,7 +33,9 @@ def _torchrun(argv: list[str], delay: float = 0) -> subprocess.Popen:
     """`turkclip ARGV` in 2 processes; `delay`: seconds of pause after each chunk an index run saves."""
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
-    launcher = [*TORCHRUN[:-2], *slowed.command(delay, "turkclip.search.photo_index:_save_chunk")] if delay else TORCHRUN
+    launcher = TORCHRUN
+    if delay:  # tests/slowed.py instead of `-m turkclip_train.cli`
+        launcher = [*TORCHRUN[:-2], *slowed.command(delay, "turkclip.search.photo_index:_save_chunk")]
     return subprocess.Popen([sys.executable, *launcher, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
 

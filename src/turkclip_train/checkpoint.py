@@ -182,7 +182,8 @@ def run_settings(cfg, processes: int) -> dict:
             value = _fingerprint(name, value)
         run[name] = json.loads(json.dumps(value, default=str))  # tuples as lists: as a saved run reads back
     if "precision" in run:
-        run["precision"] = resolve_precision(cfg.precision, torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        run["precision"] = resolve_precision(cfg.precision, device)
     run["processes"] = processes
     return run
 

@@ -51,6 +51,7 @@ from .inputs import training_sets
 from .logs import MetricsLog, plot_curves
 from .memory import release_freed_memory
 
+
 @dataclass
 class TrainConfig:
     """Every setting of a run. Defaults reproduce the seed notebook's recipe where it had one."""
