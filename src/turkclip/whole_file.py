@@ -30,8 +30,8 @@ def write_whole(path: Path, nbytes: int, write: Callable[[Path], None], then: st
         path.parent.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(path.parent).free
         if free < nbytes:
-            raise TurkclipError(f"cannot write {path}: no space left on the device ({_mb(nbytes)} needed,"
-                                f" {_mb(free)} free); {then}")
+            raise TurkclipError(f"cannot write {path}: no space left on the device ({_size(nbytes)} needed,"
+                                f" {_size(free)} free); {then}")
         with atomic_path(path) as tmp:
             write(tmp)
     except WRITE_ERRORS as e:
@@ -39,5 +39,8 @@ def write_whole(path: Path, nbytes: int, write: Callable[[Path], None], then: st
         raise TurkclipError(f"cannot write {path} ({reason}); {then}") from e
 
 
-def _mb(n: int) -> str:
-    return f"{n / 2**20:,.0f} MB"
+def _size(n: int) -> str:
+    for unit, size in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= size:
+            return f"{n / size:,.1f} {unit}"
+    return f"{n} bytes"
