@@ -259,3 +259,28 @@ def test_full_disk_is_one_line_and_keeps_the_previous_index(built, tiny_model, t
     report = build_index(photos, tmp_path / "index", progress=False)  # space again: the run finishes
     assert (report.resumed, report.added, report.changed) == (1, 0, 0)  # the chunk written before the index failed
     assert torch.equal(open_index(tmp_path / "index").embeddings[0], open_index(built[1]).embeddings[1])
+
+
+def test_a_crafted_index_folder_cannot_make_index_write_or_delete_elsewhere(built, copy, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "model.safetensors").write_bytes(b"weights")
+    (precious / "notes.txt").write_text("keep me")
+    (copy / LOCK_FILE).unlink()
+    (copy / LOCK_FILE).symlink_to(precious / "notes.txt")  # a lock through a link would truncate its target
+    with pytest.raises(TurkclipError, match=r"cannot write in .*\.turkclip\.lock"):
+        build_index(built[0], copy, progress=False)
+    (copy / LOCK_FILE).unlink()
+    (copy / "chunks").symlink_to(precious, target_is_directory=True)  # chunks are deleted when a run finishes
+    with pytest.raises(TurkclipError, match="is not a plain folder"):
+        build_index(built[0], copy, progress=False)
+    assert (precious / "notes.txt").read_text() == "keep me" and (precious / "model.safetensors").exists()
+    (copy / "chunks").unlink()
+
+    (copy / "chunks").mkdir()  # what a kill in the middle of writes leaves, and a file that is not ours
+    (copy / "chunks" / ".chunk-g1-000003.safetensors.abc.tmp").write_bytes(b"half")
+    (copy / f".{INDEX_FILE}.xyz.tmp").write_bytes(b"half")
+    (copy / "chunks" / "mine.txt").write_text("not a chunk")
+    _damage(copy / INDEX_FILE, "sizes")  # so that the run writes a new index
+    assert build_index(built[0], copy, progress=False).added == 10
+    assert sorted(p.name for p in copy.rglob("*")) == sorted([LOCK_FILE, INDEX_FILE, "chunks", "mine.txt"])

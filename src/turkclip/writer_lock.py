@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 import time
 from pathlib import Path
 
@@ -28,9 +29,13 @@ class WriterLock:
         """Take the lock, waiting up to `wait` seconds for another holder; a one-line error if it stays taken."""
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # never through a link: a crafted folder could point the lock at a file we would then truncate
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
-            raise TurkclipError(f"cannot write in {self.path.parent} ({e.strerror})") from None
+            raise TurkclipError(f"cannot write in {self.path.parent} ({self.path.name}: {e.strerror})") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise TurkclipError(f"{self.path} is not a plain file: remove it")
         deadline = time.monotonic() + self.wait
         while True:
             try:

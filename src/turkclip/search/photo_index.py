@@ -214,6 +214,8 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
 def _check_output(output: Path) -> None:
     if output.exists() and not output.is_dir():
         raise TurkclipError(f"--output {output} is a file, not an index folder")
+    if (output / "chunks").is_symlink() or (output / "chunks").exists() and not (output / "chunks").is_dir():
+        raise TurkclipError(f"{output / 'chunks'} is not a plain folder (a link?): remove it")
     ours = {INDEX_FILE, "chunks", LOCK_FILE}
     if output.is_dir() and not (output / INDEX_FILE).exists() and any(p.name not in ours for p in output.iterdir()):
         raise TurkclipError(f"--output {output} is a folder that is not a photo index: choose an empty or new folder")
@@ -398,11 +400,13 @@ def _save_chunk(path: Path, ok: list[PhotoFile], emb: torch.Tensor, bad_rows: li
 def _write_index(output: Path, rows: list[str], entries: dict, meta: dict) -> None:
     emb = torch.stack([entries[p][1] for p in rows])
     index_file.write(output / INDEX_FILE, _tensors([(p, entries[p][0]) for p in rows], emb), meta, _KEPT)
-    chunks = output / "chunks"
-    for chunk in chunks.glob("*.safetensors") if chunks.is_dir() else []:
+    for _, _, chunk in _chunk_files(output):  # every generation's: all are folded in or outdated now
         chunk.unlink()
-    if chunks.is_dir():
-        chunks.rmdir()
+    for folder in (output, output / "chunks"):  # temp files of writes a kill cut short (we hold the lock: ours)
+        for leftover in [*folder.glob(".*.tmp"), *folder.glob(".tmp*")] if folder.is_dir() else []:
+            leftover.unlink()
+    with contextlib.suppress(OSError):  # only when empty: anything else in it stays
+        (output / "chunks").rmdir()
 
 
 def _read_state(output: Path, repaired: list[str]) -> dict:
@@ -460,7 +464,7 @@ def _chunk_files(output: Path) -> list[tuple[int, int, Path]]:
     """(generation, number, path) of every chunk file in the folder."""
     chunks = output / "chunks"
     found = [(_CHUNK.fullmatch(p.name), p) for p in chunks.iterdir()] if chunks.is_dir() else []
-    return sorted((int(m[1]), int(m[2]), p) for m, p in found if m)
+    return sorted((int(m[1]), int(m[2]), p) for m, p in found if m and p.is_file())
 
 
 def _add_entries(entries: dict, paths: list[str], tensors: dict) -> list[str]:

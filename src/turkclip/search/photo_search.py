@@ -101,7 +101,7 @@ def _load_ivf(folder: Path, key: str, shape: tuple[int, int]):
     """The FAISS index saved for these vectors, or None (none saved; a damaged or foreign file is noted)."""
     import faiss
 
-    for path in sorted(folder.glob(f"faiss-ivf-{key}-*.index")):
+    for path in sorted(p for p in folder.glob(f"faiss-ivf-{key}-*.index") if p.is_file()):
         try:
             with path.open("rb") as f:
                 intact = hashlib.file_digest(f, "sha256").hexdigest()[:16] == path.stem.rsplit("-", 1)[1]
