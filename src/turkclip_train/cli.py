@@ -62,7 +62,10 @@ def _photo_commands(sub) -> None:
                        description="Embed every photo under FOLDER (recursive: jpg, jpeg, png, webp, bmp, gif) into"
                                    " --output. Run it again to bring the index up to date: only new or changed photos"
                                    " (size or mtime) are embedded, deleted ones are dropped, and an interrupted run"
-                                   " resumes where it stopped. Unreadable files are reported and skipped.")
+                                   " resumes where it stopped. Unreadable files, and entries that cannot be indexed"
+                                   " (a folder it cannot read, a broken link or link loop, a name that is not UTF-8),"
+                                   " are reported and skipped. A damaged index is rebuilt, never kept. One run at a"
+                                   " time per --output: a second one waits 5 s, then refuses.")
     i.add_argument("folder", help="folder of photos (with --shards: where the shards' images are unpacked)")
     i.add_argument("--shards", help="WebDataset tar shards ('data/{00000..00099}.tar'): their images are written to"
                    " FOLDER as <key>.jpg (only new ones on a later run), then FOLDER is indexed; samples without an"
@@ -131,8 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    " image's captions counts as a hit), plus the seed's in-batch top-1.")
     _model_flags(e, adapter=True)
     _data_flags(e, precision="fp32")
-    e.add_argument("--split", default="test", help="split of --captions to evaluate ('all' for every image; default"
-                   " test); --shards are evaluated whole")
+    e.add_argument("--split", default="test", help="split of --captions to evaluate ('all' for every image, 'val,test'"
+                   " for several; default test); --shards are evaluated whole")
     e.add_argument("--english-captions", help="English captions of the same images (e.g. Flickr8k.token.txt):"
                    " evaluated side by side")
     e.add_argument("--compare", action="store_true", help="put the base model beside --adapter and/or --text-model in"
