@@ -1,6 +1,6 @@
 """Progress of long work (training, indexing, embedding, decoding), on a terminal and in a log file alike.
 
-On a terminal: tqdm's bar. Written to a file or a pipe (a cluster job, `> log`): a plain line at most every
+On a terminal: tqdm's bar. Written to a file or a pipe (a cluster job, `> log`): after 30 s, a plain line at most every
 30 s — done/total, rate and time left — instead of a bar redrawn with carriage returns that a log shows as one
 endless line, or no sign of life at all.
 """
@@ -38,5 +38,6 @@ def bar(iterable: Iterable | None = None, enabled: bool = True, **kw) -> tqdm:
     if stream.isatty():
         return tqdm(iterable, file=stream, **kw)
     kw.pop("leave", None)  # a log keeps every line anyway
-    return tqdm(iterable, file=_Lines(stream), mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL, ascii=True,
-                ncols=100, **kw)
+    # delay: work done within 30 s prints nothing (a one-line error stays one line); longer work, a line every 30 s
+    return tqdm(iterable, file=_Lines(stream), delay=LOG_INTERVAL, mininterval=LOG_INTERVAL, maxinterval=LOG_INTERVAL,
+                ascii=True, ncols=100, **kw)
