@@ -129,3 +129,15 @@ def test_formats_other_than_photo_formats_are_not_opened(fmt):
     data = io.BytesIO()
     Image.new("RGB", (32, 32), "red").save(data, fmt)
     assert try_decode(data.getvalue(), 16) == "unreadable (not a JPEG, PNG, WebP, BMP or GIF image)"
+
+
+def test_commands_given_a_refused_photo_answer_one_line(tiny_model, tmp_path, capsys):
+    from turkclip_train.cli import main
+
+    thin = tmp_path / "thin.png"
+    thin.write_bytes(blank_png(1, 300_000))
+    for argv in (["predict", "--model", str(tiny_model), str(thin), "bir kedi"],
+                 ["classify", "--model", str(tiny_model), str(thin), "--labels", "kedi,köpek"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "thin.png: refused (1×300000 pixels: longer than 50:1" in err, err

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -45,6 +46,11 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 PHOTO_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")  # what Image.open tries (JPEG covers cameras' MPO files)
 MAX_SOURCE_PIXELS = 40_000_000  # see the module docstring for both bounds
 MAX_ASPECT = 50
+
+
+# PIL warns from ~89 MP on (it refuses from ~179 MP): the bounds here decide, before any decoding, and a JPEG
+# that large is read at a reduced scale, so the warning would only be noise in `turkclip index`'s output
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class ImageRefused(ValueError):
@@ -149,7 +155,7 @@ DECODE_ERRORS = (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image
 
 def describe(error: Exception) -> str:
     """One of `DECODE_ERRORS` as the one-line problem reported for the file."""
-    if isinstance(error, ImageRefused):
+    if isinstance(error, (ImageRefused, Image.DecompressionBombError)):  # PIL's own bound: over ~179 MP
         return f"refused ({error})"
     if isinstance(error, UnidentifiedImageError):
         return "unreadable (not a JPEG, PNG, WebP, BMP or GIF image)"
