@@ -340,3 +340,14 @@ def test_serve_command_needs_the_photo_folder_and_refuses_a_wrong_one(served, tm
     assert "was built with model" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "--photos", str(root / "photos")]) == 1
     assert "not a photo index" in capsys.readouterr().err
+
+
+def test_thumbnails_are_turned_upright(tmp_path):
+    """A phone stores a portrait photo as landscape pixels plus an EXIF orientation; the tile must stand upright."""
+    from turkclip_train.serve.thumbnails import render
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to view
+    Image.new("RGB", (800, 600), "white").save(tmp_path / "portrait.jpg", exif=exif)
+    with Image.open(io.BytesIO(render(tmp_path / "portrait.jpg"))) as thumb:
+        assert thumb.size == (BOX * 600 // 800, BOX)

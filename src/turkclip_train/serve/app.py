@@ -71,7 +71,7 @@ def create_app(engine: PhotoSearch, photos: str | Path, max_upload_bytes: int = 
     app = FastAPI(title="turkclip photo search", docs_url=None, redoc_url=None, openapi_url=None,
                   max_body_size=max_upload_bytes + FORM_BYTES)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)
-    index, photos = engine.index, Path(photos)
+    index, photos = engine.index, Path(photos).resolve()
     default_lang = index_language(index)
     cased = not isinstance(engine.clip.text, TextEncoder)  # a swapped text tower reads case: Kedi ≠ kedi
     private = _private_paths([photos, index.folder, index.root, index.model, index.adapter, index.text_model,
@@ -116,7 +116,7 @@ def create_app(engine: PhotoSearch, photos: str | Path, max_upload_bytes: int = 
     @app.get("/api/similar")
     def similar(path: str, k: Count = 24):
         if index.row(path) is None:
-            return JSONResponse({"detail": f"{path} is not in the index"}, status_code=404)
+            return JSONResponse({"detail": "that photo is not in the index"}, status_code=404)
         return [h.as_dict() for h in engine.similar(path, k)]
 
     async def decode(upload: UploadFile):

@@ -54,8 +54,8 @@ class Thumbnails:
 def render(file: Path, box: int = BOX) -> bytes:
     """`file` shrunk to fit `box`×`box`, turned upright (EXIF orientation), as JPEG bytes."""
     with open_photo(file, lambda size: _fit(size, box), draft=True) as im:
+        im.thumbnail((box, box), Image.Resampling.BICUBIC)  # in place, first: the full-size pixels go at once
         im = to_rgb(ImageOps.exif_transpose(im))
-        im.thumbnail((box, box), Image.Resampling.BICUBIC)
         out = io.BytesIO()
         im.save(out, "JPEG", quality=QUALITY)
         return out.getvalue()
