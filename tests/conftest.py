@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -75,6 +76,21 @@ def e5_folder(tmp_path_factory) -> Path:
     from turkclip.tools.e5.convert import convert_e5
 
     return convert_e5(tmp_path_factory.mktemp("e5") / "e5-small")
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A tiny random-init BERT around the CLIP BPE tokenizer: a text encoder folder like a hub model's."""
+    need_shared(TOKENIZER)
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("encoders") / "tiny-bert"
+    tok = AutoTokenizer.from_pretrained(TOKENIZER)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=48, max_position_embeddings=80), add_pooling_layer=False).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
 
 
 def write_captioned_images(root: Path, n: int, captions, split=lambda i: "train") -> tuple[Path, Path]:

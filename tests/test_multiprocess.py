@@ -210,3 +210,21 @@ def test_resume_with_another_number_of_processes_is_refused(runs, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "number of processes 1 (was 2" in err[0], err
     assert (runs.root / "chain" / checkpoint.FILENAME).read_bytes() == before
+
+
+def test_bank_negatives_in_two_processes_equal_one(runs):
+    """--negatives bank: every process scores the whole global batch against the bank (the captions and their
+    image indices are gathered), so 2 processes × 3 items end with the adapter of 1 process × 6."""
+    bank = ("--lora-towers", "text", "--negatives", "bank")
+    two = Launch(ACCELERATE, runs.argv("bank-two", 3, *bank), runs.root / "bank-two", "bank-two")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(runs.argv("bank-one", 6, *bank)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert two.wait() == 0, two.err.read_text()[-3000:]
+    a, b = _adapter(runs.root / "bank-two"), _adapter(runs.root / "bank-one")
+    assert a.keys() == b.keys() and any(b[n].abs().max() > 1e-3 for n in b)
+    for name in b:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name

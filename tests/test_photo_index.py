@@ -148,7 +148,8 @@ def test_symlinks_leading_out_are_not_indexed(tiny_model, tiny_images, tmp_path)
 
 def test_index_with_an_adapter_records_it_and_uses_it(tiny_model, tiny_images, tmp_path):
     from turkclip.roads import load_clip
-    from turkclip.roads.adapters import LoraSettings, attach_lora
+    from turkclip.roads.adapters import attach_lora
+    from turkclip.roads.settings import LoraSettings
 
     clip = load_clip(str(tiny_model))
     lora = attach_lora(clip.model, LoraSettings(r=2, alpha=2, dropout=0.0, targets=("q_proj", "v_proj"), towers="both"))

@@ -26,7 +26,8 @@ from turkclip.data.dataset import load_image_text_set
 from turkclip.data.images import Preprocess
 from turkclip.errors import TurkclipError
 from turkclip.roads import load_clip
-from turkclip.roads.adapters import LoraSettings, attach_lora, load_adapter
+from turkclip.roads.adapters import attach_lora, load_adapter
+from turkclip.roads.settings import LoraSettings
 from turkclip_train import checkpoint
 from turkclip_train import train as train_module
 from turkclip_train.cli import main

@@ -8,25 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TOKENIZER, need_shared
+from conftest import TOKENIZER
 
 CAPTIONS = ["kırmızı bir araba", "Sahilde koşan İki köpek", "ISPARTA'da bir kedi", "karda oynayan çocuklar",
             "a red car", "two dogs running on the beach"]
-
-
-@pytest.fixture(scope="session")
-def tiny_encoder(tmp_path_factory) -> Path:
-    """A tiny random-init BERT around the CLIP BPE tokenizer: a text encoder folder like a hub model's."""
-    need_shared(TOKENIZER)
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("encoders") / "tiny-bert"
-    tok = AutoTokenizer.from_pretrained(TOKENIZER)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(tok), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=48, max_position_embeddings=80), add_pooling_layer=False).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 def _tower_clip(tiny_model, encoder, mode="lora"):
@@ -138,7 +123,8 @@ def test_train_writes_a_tower_that_loads_and_learnt(tiny_model, tiny_encoder, ti
     from turkclip.embedding.embed import embed_texts
     from turkclip.roads import load_clip
     from turkclip.roads.text_tower import load_text_tower
-    from turkclip_train.train import TrainConfig, train
+    from turkclip_train.config import TrainConfig
+    from turkclip_train.train import train
 
     tr, en = _pairs(tmp_path, tiny_images)
     out = tmp_path / "tower"
@@ -163,7 +149,8 @@ def test_train_writes_a_tower_that_loads_and_learnt(tiny_model, tiny_encoder, ti
 
 def test_distill_without_english_captions_is_one_line(tiny_model, tiny_encoder, tiny_images, tmp_path):
     from turkclip.errors import TurkclipError
-    from turkclip_train.train import TrainConfig, train
+    from turkclip_train.config import TrainConfig
+    from turkclip_train.train import train
 
     tr, _ = _pairs(tmp_path, tiny_images)
     with pytest.raises(TurkclipError, match="needs --rehearsal-captions"):  # before any model is built

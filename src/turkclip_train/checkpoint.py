@@ -85,10 +85,10 @@ def run_settings(cfg, processes: int) -> dict:
     run = {k: getattr(cfg, k) for k in ("seed", "epochs", "batch_size", "grad_accum", "lr", "train_split",
                                         "rehearsal_ratio", "negatives", "train_token_rows", "weight_decay",
                                         "warmup_ratio", "clip_grad", "text_model", "text_train", "objective",
-                                        "distill_weight", "augment", "augment_views")}
-    run["lora_alpha"] = cfg.lora.alpha if cfg.lora is not None else None
-    run["lora_dropout"] = cfg.lora.dropout if cfg.lora is not None else None
-    run["lora_layers"] = cfg.lora.layers if cfg.lora is not None else None  # None (all) in older checkpoints too
+                                        "distill_weight", "augment", "crop_scale", "augment_views", "road",
+                                        "max_steps", "limit_images", "head_lr", "encoder_lr", "scale_lr")}
+    run["lora_alpha"], run["lora_dropout"] = cfg.lora.alpha, cfg.lora.dropout
+    run["lora_layers"] = cfg.lora.layers  # None (all) in older checkpoints too
     run["processes"] = processes
     return run
 

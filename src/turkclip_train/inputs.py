@@ -6,9 +6,10 @@ nothing after loading knows which it was.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
-from turkclip.data.captions import read_captions
+from turkclip.data.captions import CaptionSet, read_captions
 from turkclip.data.dataset import ImageTextSet, load_image_text_set
 from turkclip.data.images import Preprocess
 from turkclip.data.shards import load_shard_set
@@ -26,7 +27,11 @@ def check_source(captions: str | None, images: str | None, shards: str | None) -
 def training_sets(cfg, preprocess: Preprocess, cache_dir: Path | None) -> tuple[ImageTextSet, ImageTextSet | None]:
     """(train, val or None) for a `TrainConfig`: the captions file's splits, or --shards and --val-shards."""
     check_source(cfg.captions, cfg.images, cfg.shards)
+    if cfg.limit_images is not None and cfg.limit_images < 1:
+        raise TurkclipError(f"--limit-images must be at least 1, not {cfg.limit_images}")
     if cfg.shards:
+        if cfg.limit_images is not None:
+            raise TurkclipError("--limit-images goes with --captions/--images (a shard set is read whole)")
         train = load_shard_set(cfg.shards, cfg.lang, preprocess, cfg.skip_bad_images, cache_dir)
         val = load_shard_set(cfg.val_shards, cfg.lang, preprocess, cfg.skip_bad_images,
                              cache_dir) if cfg.val_shards else None
@@ -35,11 +40,17 @@ def training_sets(cfg, preprocess: Preprocess, cache_dir: Path | None) -> tuple[
         raise TurkclipError("--val-shards goes with --shards; with --captions the validation split is --val-split")
     captions = read_captions(cfg.captions, cfg.lang, cfg.encoding, cfg.image_column, cfg.caption_column,
                              cfg.split_column)
-    train = load_image_text_set(captions.split(cfg.train_split), cfg.images, preprocess, cfg.skip_bad_images, cache_dir)
+    train = load_image_text_set(_first(captions.split(cfg.train_split), cfg.limit_images), cfg.images, preprocess,
+                                cfg.skip_bad_images, cache_dir)
     has_val = cfg.val_split is not None and cfg.val_split in captions.splits()
-    val = load_image_text_set(captions.split(cfg.val_split), cfg.images, preprocess, cfg.skip_bad_images,
-                              cache_dir) if has_val else None
+    val = load_image_text_set(_first(captions.split(cfg.val_split), cfg.limit_images), cfg.images, preprocess,
+                              cfg.skip_bad_images, cache_dir) if has_val else None
     return train, val
+
+
+def _first(captions: CaptionSet, n: int | None) -> CaptionSet:
+    """The first `n` images of a split (--limit-images), or all of them."""
+    return captions if n is None else replace(captions, records=captions.records[:n])
 
 
 def evaluation_set(args, preprocess: Preprocess, cache_dir: Path | None) -> ImageTextSet:

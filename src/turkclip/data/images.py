@@ -38,9 +38,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from tqdm.auto import tqdm
 
 from turkclip.errors import TurkclipError
+from turkclip.progress import bar as progress_bar
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -211,8 +211,8 @@ def load_images(
     if not root.is_dir():
         raise TurkclipError(f"images folder not found: {root}")
     paths = [resolve(root, name) for name in filenames]
-    results = list(tqdm(decode_in_order(paths, lambda p: try_load(p, size), workers), total=len(paths),
-                        desc="decoding images", unit="img", leave=False, disable=None))  # None: not on a pipe
+    results = list(progress_bar(decode_in_order(paths, lambda p: try_load(p, size), workers), total=len(paths),
+                                desc="decoding images", unit="img", leave=False))
     kept = [i for i, r in enumerate(results) if not isinstance(r, str)]
     bad = [(filenames[i], r) for i, r in enumerate(results) if isinstance(r, str)]
     pixels = torch.from_numpy(np.stack([results[i] for i in kept])) if kept else None

@@ -14,7 +14,8 @@ from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
 from turkclip.data.images import Preprocess
 from turkclip.errors import TurkclipError
-from turkclip.models.clip import Clip, load_failure, offline_kwargs, save_clip
+from turkclip.models.clip import Clip, save_clip
+from turkclip.models.hub import load_failure, offline_kwargs
 from turkclip.models.text import TextEncoder
 
 

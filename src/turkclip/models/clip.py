@@ -17,11 +17,9 @@ from transformers.utils import logging as hf_logging
 
 from turkclip.data.images import Preprocess
 from turkclip.errors import TurkclipError
-from turkclip.models.hub import check_clip_source, load_failure, offline_kwargs
+from turkclip.models.hub import DEFAULT_MODEL, check_clip_source, load_failure, offline_kwargs
 from turkclip.models.processor import folds_turkish, plain_normalizer, save_processor
 from turkclip.models.text import TextEncoder
-
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
 hf_logging.disable_progress_bar()  # "Loading weights" bars for every load drown our own progress bars
 

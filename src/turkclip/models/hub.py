@@ -11,6 +11,8 @@ from pathlib import Path
 
 from turkclip.errors import TurkclipError
 
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"  # the base every command uses unless --model says otherwise
+
 
 def offline_kwargs(name: str) -> dict:
     """`from_pretrained` keywords for `name`: read the local Hugging Face cache only when `name` is a hub id and

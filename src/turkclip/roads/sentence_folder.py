@@ -26,7 +26,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from turkclip.errors import TurkclipError
-from turkclip.models.clip import load_failure, offline_kwargs
+from turkclip.models.hub import load_failure, offline_kwargs
 
 ALIGNMENT_FILE = "turkclip_text_tower.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
@@ -119,6 +119,8 @@ def load(folder: str | Path):
     folder = Path(folder)
     if not folder.is_dir():
         raise TurkclipError(f"text tower folder not found: {folder}")
+    if (folder / "adapter_config.json").is_file():
+        raise TurkclipError(f"{folder} is a LoRA adapter (the other road), not a text tower: pass it as --adapter")
     if not is_tower(folder):
         raise TurkclipError(f"{folder} is not a text tower trained by turkclip: it has no {ALIGNMENT_FILE}"
                             " (to train one from a text encoder: turkclip train --text-model ENCODER)")

@@ -38,12 +38,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from tqdm.auto import tqdm
 
 from turkclip import cache
 from turkclip.data.images import load_images
 from turkclip.embedding import shard
 from turkclip.errors import TurkclipError
+from turkclip.progress import bar as progress_bar
 from turkclip.search.photo_files import PHOTO_SUFFIXES, PhotoFile, scan_photos
 
 INDEX_FILE = "photo-index.safetensors"
@@ -226,8 +226,7 @@ def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progres
     clip.model.to(device).eval()
     rank, world = shard.rank_and_world()
     bad = []
-    bar = tqdm(total=len(todo), desc="indexing photos", unit="photo",
-               disable=None if progress and rank == 0 else True)
+    bar = progress_bar(total=len(todo), desc="indexing photos", unit="photo", enabled=progress and rank == 0)
     parts = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
     mine = [part[shard.share(len(part), rank, world)] for part in parts]  # this process's share of each chunk
     # the next share is decoded (PIL, threads) while this one is embedded (torch): both cores stay busy
