@@ -9,7 +9,8 @@ split 3 + 2 (before the fix, one rank got a shorter batch and the feature gather
 * `single`: one process, batch 6 (the same global batch), in this process.
 
 All three must end with the same adapter (dropout 0, fp32), write every log record once and validate once
-per epoch. The TURKCLIP_TEST_STEP_DELAY hook (train.py) slows the chain's steps so the signals land mid-run.
+per epoch. The chain's first two launches run through tests/slowed.py (a pause after each checkpoint) so the
+signals land mid-run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import slowed
 from conftest import write_captioned_images
 from turkclip_train import checkpoint
 from turkclip_train.cli import main
@@ -65,8 +67,10 @@ class Launch:
 
     def __init__(self, launcher: list[str], argv: list[str], output: Path, label: str, delay: float = 0):
         self.output, self.err = output, output.parent / f"{label}.err"
-        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TURKCLIP_TEST_STEP_DELAY=str(delay),
+        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                    PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
+        if delay:  # the launcher runs tests/slowed.py instead of `-m turkclip_train.cli`
+            launcher = [*launcher[:-2], *slowed.command(delay, "turkclip_train.checkpoint:save")]
         with (output.parent / f"{label}.log").open("w") as out, self.err.open("w") as err:
             self.proc = subprocess.Popen([sys.executable, *launcher, *argv], stdout=out, stderr=err, env=env)
 

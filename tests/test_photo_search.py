@@ -134,7 +134,7 @@ def test_server_side_faiss_index_is_saved_and_reused(index, monkeypatch):
 
     idx = open_index(index)
     built = search.open_search(idx, use_faiss=True)
-    assert built.searcher.kind == "faiss-ivf" and (index / f"faiss-ivf-g{idx.generation}.index").is_file()
+    assert built.searcher.kind == "faiss-ivf" and len(list(index.glob("faiss-ivf-*.index"))) == 1
     exact = search.open_search(idx, use_faiss=False)
     assert [h.path for h in built.text("kedi", 5)] == [h.path for h in exact.text("kedi", 5)]  # one list: exhaustive
 

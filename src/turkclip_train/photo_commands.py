@@ -7,6 +7,7 @@ from pathlib import Path
 
 from turkclip.embedding.embed import resolve_precision
 from turkclip.errors import TurkclipError
+from turkclip.search.photo_files import printable
 
 from .distributed import default_device, is_main_process, process_group
 
@@ -33,12 +34,17 @@ def index(args) -> None:
         for where, problem in problems:
             print(f"skipped shard sample {where}: {problem}")
         print(f"{args.folder}: {written} photos unpacked from the shards, {kept} already there")
+    for note in report.repaired:
+        print(f"note: {printable(note)}")
+    for path, problem in report.skipped:
+        print(f"left out {printable(path)}: {problem}")
     for path, _size, _mtime, problem in report.bad:
-        print(f"skipped {path}: {problem}")
+        print(f"skipped {printable(path)}: {printable(problem)}")
     idx = report.index
     print(f"{args.output}: {len(idx.paths)} photos ({report.added} new, {report.changed} changed, {report.removed}"
           f" removed, {report.kept} unchanged" + (f", {report.resumed} from an interrupted run" if report.resumed else "")
-          + f"; {len(report.bad)} unreadable) with {idx.model}" + (f" + {idx.adapter}" if idx.adapter else "")
+          + f"; {len(report.bad)} unreadable" + (f", {len(report.skipped)} left out" if report.skipped else "")
+          + f") with {idx.model}" + (f" + {idx.adapter}" if idx.adapter else "")
           + (f" (queries through the text tower {idx.text_model})" if idx.text_model else "")
           + f" in {report.seconds:.1f} s")
 
@@ -68,7 +74,7 @@ def search(args) -> None:
         print(json.dumps([h.as_dict() for h in hits], ensure_ascii=False))
         return
     for h in hits:
-        print(f"{h.score:7.4f}  {h.path}")
+        print(f"{h.score:7.4f}  {printable(h.path)}")
 
 
 def classify(args) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import resource
 import signal
 import time
@@ -44,9 +43,6 @@ from .config import TrainConfig, road_for
 from .inputs import training_sets
 from .logs import MetricsLog, plot_curves
 from .memory import release_freed_memory
-
-# Test hook: seconds to sleep after each optimizer step, so tests/test_resume.py can interrupt a run mid-epoch.
-_STEP_DELAY = float(os.environ.get("TURKCLIP_TEST_STEP_DELAY", "0"))
 
 
 class ContrastiveModel(torch.nn.Module):
@@ -157,6 +153,9 @@ def train(cfg: TrainConfig) -> dict:
 
     # 6. The loop. An epoch's batches are a function of (seed, epoch), so a resumed run skips
     #    exactly the steps it has done. Each optimizer step averages `grad_accum` micro-batches.
+    if main and cfg.progress:  # the size of the work up front; the bar (or a line every 30 s) adds the time left
+        print(f"training the {road.name} road on {len(train_set)} images: {total_steps} steps ({epochs} epochs of"
+              f" {steps_per_epoch}, {cfg.batch_size * cfg.grad_accum * world} pairs a step)", flush=True)
     bar = progress_bar(total=total_steps, initial=position["global_step"], desc="training", unit="step",
                        enabled=cfg.progress and main)
     window, window_start = [], time.perf_counter()
@@ -190,8 +189,6 @@ def train(cfg: TrainConfig) -> dict:
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 position["global_step"] += 1
-                if _STEP_DELAY:
-                    time.sleep(_STEP_DELAY)
                 window.append(loss_sum)
                 bar.update()
                 bar.set_postfix(epoch=epoch + 1, loss=f"{loss_sum:.4f}")
