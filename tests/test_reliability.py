@@ -51,7 +51,8 @@ def _bad_images(folder: Path) -> dict[str, str]:
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "truncated.jpg").write_bytes(_jpeg_bytes(99)[:-300])
     (folder / "text.jpg").write_text("this is not a picture")
-    return {"empty.jpg": "empty file", "truncated.jpg": "truncated", "text.jpg": "cannot identify", "missing.jpg": "missing"}
+    return {"empty.jpg": "empty file", "truncated.jpg": "truncated", "text.jpg": "not a jpeg, png, webp, bmp or gif image",
+            "missing.jpg": "missing"}
 
 
 def _csv(path: Path, names: list[str], split: str = "train") -> Path:

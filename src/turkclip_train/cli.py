@@ -87,7 +87,8 @@ def _photo_commands(sub) -> None:
     s.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     s.add_argument("--json", action="store_true", help='print [{"path", "score"}, ...] best first, paths relative to the'
                    " indexed folder")
-    s.add_argument("--lang", default="tr", help="language of the query (tr folds İ/I the Turkish way; default tr)")
+    s.add_argument("--lang", choices=["tr", "en"], help="language of the query: tr folds İ/I the Turkish way, en leaves"
+                   " English as CLIP reads it (default: the language of the index's adapter or text tower, else en)")
     _index_model_flags(s, builds=False)
 
     c = sub.add_parser("classify", help="zero-shot: label photos with Turkish words",
@@ -103,11 +104,18 @@ def _photo_commands(sub) -> None:
     c.add_argument("--lang", default="tr", help="language of the labels (default tr)")
 
     v = sub.add_parser("serve", help="web page: search an index, find similar photos, score captions",
-                       description="A small web app on an index: a search box, a grid of results, similar photos on"
-                                   " click, and an upload form that scores candidate captions for a photo.")
+                       description="A small web app on an index, in Turkish or English (the index's language,"
+                                   " switchable): a search box, a grid of thumbnails, similar photos on click, and an"
+                                   " upload form that scores candidate captions for a photo.")
     v.add_argument("index", help="index folder written by `turkclip index`")
+    v.add_argument("--photos", help="the folder of photos the index was built from (required: photos are looked up"
+                   " only in the folder you name, never in one written in the index file)")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    v.add_argument("--allow-host", action="append", metavar="NAME",
+                   help="also answer requests addressed to NAME (a host name or address other computers use for this"
+                        " one; repeatable). By default only localhost names and --host are answered, which stops web"
+                        " pages that point their own domain at this machine (DNS rebinding)")
     v.add_argument("--max-upload-mb", type=float, default=10, help="largest accepted upload (default 10 MB)")
     _index_model_flags(v, builds=False)
 

@@ -18,6 +18,7 @@ from turkclip.models.clip import save_clip
 from turkclip.roads import load_clip
 from turkclip.roads.adapters import load_adapter
 from turkclip.roads.text_tower import load_text_tower, swap_text_tower
+from turkclip.search.language import trained_language
 from turkclip.search.predict import predict as predict_probs
 
 from .config import TrainConfig
@@ -101,10 +102,13 @@ def _evaluate(args, device: torch.device) -> None:
 
 
 def predict(args) -> None:
+    from turkclip.search.texts import check_captions
+
+    captions = check_captions(args.captions, args.lang, cased=args.text_model is not None)  # before loading a model
     clip = load_clip(args.model, args.tokenizer, text_model=args.text_model, adapter=args.adapter)
-    probs = predict_probs(clip, args.image, args.captions, args.lang, default_device(args.device))
-    width = max(len(c) for c in args.captions)
-    for caption, p in sorted(zip(args.captions, probs), key=lambda cp: -cp[1]):
+    probs = predict_probs(clip, args.image, captions, args.lang, default_device(args.device))
+    width = max(len(c) for c in captions)
+    for caption, p in sorted(zip(captions, probs), key=lambda cp: -cp[1]):
         print(f"{p:7.2%}  {caption:<{width}}")
 
 
@@ -114,16 +118,10 @@ def merge(args) -> None:
         raise TurkclipError(f"{out} already exists and is not empty; merge writes a new folder (choose another --output)")
     clip = load_clip(args.model, args.tokenizer)
     merged = load_adapter(clip.model, args.adapter).merge_and_unload()
-    save_clip(clip, out, merged, lang=args.lang or _trained_lang(args.adapter))
+    save_clip(clip, out, merged, lang=args.lang or trained_language(args.adapter) or "tr")
     print(f"merged model written to {out} (load it with CLIPModel.from_pretrained and CLIPProcessor.from_pretrained)")
 
 
-def _trained_lang(adapter: str) -> str:
-    """The --lang the adapter was trained with (its train_config.json), else tr."""
-    try:
-        return json.loads((Path(adapter) / "train_config.json").read_text(encoding="utf-8")).get("lang") or "tr"
-    except (OSError, ValueError, AttributeError):
-        return "tr"
 
 
 def demo(args) -> None:

@@ -183,9 +183,26 @@ class PhotoSearch:
         """Photos like `photo` (a path or an open binary file)."""
         from turkclip.search import queries
 
+        return self.like_pixels(queries.photo_pixels(self.clip, photo), k)
+
+    def like_pixels(self, pixels: torch.Tensor, k: int = 10) -> list[Hit]:
+        """Photos like a decoded photo (`queries.photo_pixels`): a server decodes uploads before it waits for the
+        model, so no one else waits for a decode."""
+        from turkclip.search import queries
+
         with self.model_lock:
-            q = queries.encode_photo(self.clip, photo, self.device, self.index.precision)
+            q = queries.encode_pixels(self.clip, pixels, self.device, self.index.precision)
         return self._hits(q, k)
+
+    def rank_captions(self, pixels: torch.Tensor, captions: list[str], lang: str = "tr") -> list[tuple[str, float]]:
+        """A decoded photo's probability for each caption (as written: no templates), most likely first."""
+        from turkclip.search import queries
+        from turkclip.search.classify import AS_IS, label_embeddings, rank
+
+        with self.model_lock:
+            targets = label_embeddings(self.clip, captions, AS_IS, lang, self.device, self.index.precision)
+            image = queries.encode_pixels(self.clip, pixels, self.device, self.index.precision)
+        return rank(self.clip, captions, targets, image)
 
     def similar(self, path: str, k: int = 10) -> list[Hit]:
         """Photos like an indexed one (its stored embedding; itself left out)."""
