@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from turkclip.errors import TurkclipError
 from turkclip.search import queries
 from turkclip.search.classify import TURKISH_TEMPLATES, label_embeddings
 from turkclip.search.photo_index import build_index
