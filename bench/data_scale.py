@@ -184,8 +184,9 @@ def child(kind: str, n: int, work: Path) -> dict:
         rc = cli(["evaluate", "--model", str(model), "--captions", str(make_captions5(work, n)), "--images",
                   str(work / "images"), "--split", "train", "--cache-dir", str(cache), "--precision", "fp32"])
         return {"rc": rc, "seconds": time.perf_counter() - start, "peak_mb": _peak_mb()}
-    from turkclip.roads.adapters import LoraSettings
-    from turkclip_train.train import TrainConfig, train
+    from turkclip.roads.settings import LoraSettings
+    from turkclip_train.config import TrainConfig
+    from turkclip_train.train import train
 
     out = work / f"run-{kind}-{n}"
     shutil.rmtree(out, ignore_errors=True)

@@ -17,6 +17,7 @@ spares; `0` or `none` for no cap). `turkclip cache list|prune` shows and trims i
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -162,6 +163,14 @@ def load(folder: Path | None, kind: str, key: str) -> tuple[dict[str, torch.Tens
     return load_file(path), meta
 
 
+@functools.cache
+def _umask() -> int:
+    """Read once, at the first write: reading it means setting it, which other threads must not see change."""
+    mask = os.umask(0o022)  # put straight back
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary name beside `path` to write to, renamed to `path` when the block ends without an error and
@@ -170,6 +179,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the file ends as readable as any the user writes
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -20,7 +20,6 @@ from typing import Iterator, Protocol
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from turkclip import cache
 from turkclip.data.dataset import ImageTextSet
@@ -28,6 +27,7 @@ from turkclip.data.images import Preprocess, decode_in_order, try_decode
 from turkclip.data.pixel_store import open_store, write_store
 from turkclip.data.shards import Sample, expand, read_samples
 from turkclip.errors import TurkclipError
+from turkclip.progress import bar as progress_bar
 
 
 class Sink(Protocol):
@@ -149,8 +149,8 @@ def scan(paths: list[Path], size: int, sink: Sink | None = None) -> dict:
         return Sample(s.where, s.key, None, s.captions, shard=s.shard), s.problem or try_decode(s.image, size)
 
     done = decode_in_order(read_samples(paths), decode)
-    for sample, image in tqdm(done, desc=f"reading {len(paths)} shard{'s' * (len(paths) > 1)}", unit="img",
-                              leave=False, disable=None):
+    for sample, image in progress_bar(done, desc=f"reading {len(paths)} shard{'s' * (len(paths) > 1)}", unit="img",
+                                      leave=False):
         if isinstance(image, str):
             meta["bad"].append((sample.where, image))
             continue

@@ -61,7 +61,8 @@ def pixel_feed(pixels, micro_batches: list, policy: AugmentPolicy, seed: int, ep
         return (batch_pixels(pixels, items, policy, seed, epoch) for items in micro_batches)
     workers = default_workers() if workers is None else workers
     wanted = {it.image for items in micro_batches for it in items}  # a resumed epoch: what is left of it
-    streams = [(shards, [i for i in order if i in wanted]) for shards, order in _streams(pixels, seed, epoch, rank, world)]
+    streams = [(shards, [i for i in order if i in wanted])
+               for shards, order in _streams(pixels, seed, epoch, rank, world)]
     loader = DataLoader(_EpochImages(pixels, streams, max(1, workers)), batch_size=None, num_workers=workers,
                         prefetch_factor=16 if workers else None)
     return _in_batch_order((pair for pairs in loader for pair in pairs), micro_batches, policy, seed, epoch)
@@ -122,7 +123,8 @@ def _streams(pixels: ShardImages, seed: int, epoch: int, rank: int, world: int) 
     out = []
     for s in range(STREAMS):
         mine = shards[s::STREAMS]
-        images = [i for shard in mine for i in range(pixels.starts[shard], pixels.starts[shard + 1]) if i % world == rank]
+        images = [i for shard in mine for i in range(pixels.starts[shard], pixels.starts[shard + 1])
+                  if i % world == rank]
         shuffled = []
         for start in range(0, len(images), WINDOW):
             window = images[start : start + WINDOW]

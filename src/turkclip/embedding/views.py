@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from turkclip import cache
 from turkclip.data import pixel_store
@@ -24,6 +23,7 @@ from turkclip.data.dataset import ImageTextSet
 from turkclip.data.images import Preprocess
 from turkclip.embedding.embed import embed_images, eval_mode, image_bank_key
 from turkclip.errors import TurkclipError
+from turkclip.progress import bar as progress_bar
 
 CHUNK = 512  # images augmented at a time (bounds memory: 512 ViT-B/32 images are 77 MB of uint8)
 
@@ -66,7 +66,7 @@ def view_bank(model, data: ImageTextSet, preprocess: Preprocess, device: torch.d
         n = len(data.pixels)
         out = torch.empty(0)
         with eval_mode(model):
-            for start in tqdm(range(0, n, CHUNK), desc=f"embedding {views} augmented views", leave=False, disable=None):
+            for start in progress_bar(range(0, n, CHUNK), desc=f"embedding {views} augmented views", leave=False):
                 rows = data.pixels[start : min(n, start + CHUNK)]  # read once (decoded once, for shards) for all views
                 images = list(range(start, start + len(rows)))
                 for v in range(views):
