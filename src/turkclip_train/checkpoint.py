@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from turkclip.cache import atomic_path
+from turkclip.atomic import atomic_path
 from turkclip.errors import TurkclipError
 
 SUBFOLDER = "checkpoint"

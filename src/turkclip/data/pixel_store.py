@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from turkclip.cache import atomic_path
+from turkclip.atomic import atomic_path
 
 
 class PixelStore:

@@ -35,12 +35,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from safetensors import safe_open
+import numpy as np
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 from tqdm.auto import tqdm
 
-from turkclip import cache
+from turkclip.atomic import atomic_path
 from turkclip.data.images import load_images
 from turkclip.embedding import shard
 from turkclip.errors import TurkclipError
@@ -55,7 +55,7 @@ _TEST_CHUNK_DELAY = float(os.environ.get("TURKCLIP_TEST_INDEX_DELAY", "0"))  # t
 class PhotoIndex:
     root: Path  # the indexed folder
     paths: list[str]  # relative to root, sorted
-    embeddings: torch.Tensor  # float32 [N, D], unit length
+    embeddings: np.ndarray  # float32 [N, D], unit length
     model: str
     adapter: str | None
     text_model: str | None  # a swapped text tower, if queries use one (None: the model's own)
@@ -64,6 +64,7 @@ class PhotoIndex:
     generation: int
     folder: Path  # the index folder
     bad: list[list] = field(default_factory=list)  # [path, size, mtime_ns, problem]
+    onnx: str | None = None  # the `turkclip export-onnx` folder it was built with: searched without torch
 
     def row(self, path: str) -> int | None:
         if not hasattr(self, "_rows"):
@@ -118,20 +119,34 @@ def open_index(folder: str | Path) -> PhotoIndex:
     return _index_from(*_read(folder / INDEX_FILE), folder)
 
 
-def _index_from(tensors: dict[str, torch.Tensor], meta: dict, folder: Path) -> PhotoIndex:
+def built_with_onnx(folder: Path) -> str | None:
+    """The ONNX export a finished index in `folder` was built with (None: torch, or no index there); reads only the
+    index file's header."""
+    try:
+        with safe_open(folder / INDEX_FILE, "np") as f:
+            return json.loads((f.metadata() or {}).get("turkclip", "{}")).get("onnx")
+    except (OSError, SafetensorError, ValueError, AttributeError):  # no index, or a damaged one: build_index says which
+        return None
+
+
+def _index_from(tensors: dict[str, np.ndarray], meta: dict, folder: Path) -> PhotoIndex:
     if meta.get("format") != "turkclip-photo-index" or meta.get("version") != VERSION:
         raise TurkclipError(f"{folder / INDEX_FILE} is not a turkclip photo index (version {VERSION})")
     paths = _unpack_paths(tensors["paths"])
-    return PhotoIndex(root=Path(meta["root"]), paths=paths, embeddings=tensors["embeddings"].float(),
+    return PhotoIndex(root=Path(meta["root"]), paths=paths, embeddings=tensors["embeddings"].astype(np.float32),
                       model=meta["model"], adapter=meta["adapter"], text_model=meta.get("text_model"),
                       tokenizer=meta.get("tokenizer"), precision=meta["precision"], generation=meta["generation"],
-                      folder=folder, bad=meta["bad"])
+                      folder=folder, bad=meta["bad"], onnx=meta.get("onnx"))
 
 
 def build_index(photos: str | Path, output: str | Path, model: str | None = None, adapter: str | None = None,
-                tokenizer: str | None = None, device: torch.device | str = "cpu", precision: str = "fp32",
-                chunk_size: int = 256, progress: bool = True, text_model: str | None = None) -> IndexReport:
-    """Index every photo under `photos` into `output`, or bring an existing index up to date."""
+                tokenizer: str | None = None, device=None, precision: str = "fp32", chunk_size: int = 256,
+                progress: bool = True, text_model: str | None = None, onnx: str | Path | None = None) -> IndexReport:
+    """Index every photo under `photos` into `output`, or bring an existing index up to date.
+
+    The photos are embedded by `model` with its `adapter` on torch (`device`, default the CPU, in `precision`), or
+    by the `turkclip export-onnx` folder `onnx` without torch; an update without either uses what built the index.
+    """
     start = time.perf_counter()
     root, output = Path(photos), Path(output)
     if not root.is_dir():
@@ -140,10 +155,15 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
     old = _read_state(output)  # what the folder already holds, from earlier (maybe interrupted) runs
     if old["root"] is not None and Path(old["root"]) != root:
         raise TurkclipError(f"{output} indexes {old['root']}, not {root}: choose another --output")
+    if onnx is None and model is None and adapter is None:
+        onnx = old["onnx"]
+    if onnx is not None:  # the export says which model and road it holds
+        model, adapter, text_model, precision = _exported(onnx, model, adapter, text_model, tokenizer)
     name = model_id(model) or old["model"]
     if adapter and text_model:
         raise TurkclipError("give --adapter or --text-model, not both (two roads to the same goal)")
-    if old["model"] is not None and (name != old["model"] or model_id(adapter) not in (None, old["adapter"])):
+    same_adapter = model_id(adapter) == old["adapter"] or (adapter is None and onnx is None)  # None: the index's
+    if old["model"] is not None and (name != old["model"] or not same_adapter):
         raise TurkclipError(f"{output} was built with model {old['model']} (adapter {old['adapter']}); re-index it"
                             " with the same model (leave out --model/--adapter) or choose another --output")
     if name is None:  # a new index without --model (imported here: an update needs no transformers)
@@ -156,7 +176,8 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
             "tokenizer": model_id(tokenizer) if fresh else old["tokenizer"],
             # the text tower that queries go through (photos are embedded by the base's image tower either way)
             "text_model": model_id(text_model) if text_model else old["text_model"],
-            "precision": precision if fresh else old["precision"], "generation": old["generation"]}
+            "precision": precision if fresh else old["precision"], "generation": old["generation"],
+            "onnx": model_id(onnx) if onnx else old["onnx"]}
 
     files = scan_photos(root, exclude=output)
     if not files:
@@ -181,7 +202,7 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
     _check_same_plan(todo, meta, done)
 
     if todo:
-        bad += _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress, done)
+        bad += _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress, done, onnx)
     report.bad = sorted(bad)
     rows = [p for p in sorted(entries) if p in present]
     if not rows:
@@ -196,6 +217,17 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
     report.index = old["index"] if unchanged else open_index(output)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _exported(onnx, model, adapter, text_model, tokenizer) -> tuple:
+    """(model, adapter, text_model, precision) of the ONNX export `onnx`, which no flag may contradict."""
+    from turkclip.onnx.manifest import read_manifest
+
+    if model or adapter or text_model or tokenizer:
+        raise TurkclipError("an --onnx folder carries its own model: leave out --model, --adapter, --text-model and"
+                            " --tokenizer")
+    export = read_manifest(onnx)
+    return export.model, export.adapter, export.text_model, "fp32"  # int8 weights still compute in fp32
 
 
 def _chunks_done(output: Path, generation: int) -> int:
@@ -215,33 +247,30 @@ def _check_same_plan(todo: list[PhotoFile], meta: dict, done: int) -> None:
                             " run the same command again")
 
 
-def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress, done) -> list[list]:
+def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress, done, onnx) -> list[list]:
     """Embed `todo` a chunk at a time, saving each chunk before the next; returns the unreadable files.
     Several processes: each decodes and embeds its share of a chunk, all receive the chunk, rank 0 saves it."""
-    from turkclip.embedding.embed import embed_images
-    from turkclip.roads import load_clip
+    from turkclip.search.encoder import open_encoder
 
-    clip = load_clip(meta["model"], meta["tokenizer"], adapter=meta["adapter"])
-    device = torch.device(device)
-    clip.model.to(device).eval()
+    if onnx is not None:
+        encoder = open_encoder(onnx=onnx)
+    else:  # photos go through the base's image tower (with the adapter's LoRA): a text tower plays no part
+        encoder = open_encoder(meta["model"], meta["adapter"], None, meta["tokenizer"], device, meta["precision"])
     rank, world = shard.rank_and_world()
     bad = []
     bar = tqdm(total=len(todo), desc="indexing photos", unit="photo",
                disable=None if progress and rank == 0 else True)
     parts = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
     mine = [part[shard.share(len(part), rank, world)] for part in parts]  # this process's share of each chunk
-    # the next share is decoded (PIL, threads) while this one is embedded (torch): both cores stay busy
+    # the next share is decoded (PIL, threads) while this one is embedded: both cores stay busy
     prefetch = ThreadPoolExecutor(1)
-    decoding = prefetch.submit(_decode, root, [f.path for f in mine[0]], clip.preprocess.size)
+    decoding = prefetch.submit(_decode, root, [f.path for f in mine[0]], encoder.image_size)
     for n, part in enumerate(parts, start=done):
         pixels, kept, problems = decoding.result()
         if n - done + 1 < len(parts):
-            decoding = prefetch.submit(_decode, root, [f.path for f in mine[n - done + 1]], clip.preprocess.size)
-        emb = None
-        if kept:
-            emb = F.normalize(embed_images(clip.model, pixels, clip.preprocess, device, meta["precision"],
-                                           progress=False), dim=-1)
-        emb = shard.gather_rows(emb).half()  # every share's rows, in the chunk's order
+            decoding = prefetch.submit(_decode, root, [f.path for f in mine[n - done + 1]], encoder.image_size)
+        emb = encoder.pixels(pixels) if kept else None
+        emb = shard.gather_arrays(emb).astype(np.float16)  # every share's rows, in the chunk's order
         shares = shard.gather_objects(([mine[n - done][i].path for i in kept], problems))
         by_name = {f.path: f for f in part}
         ok = [by_name[name] for names, _ in shares for name in names]
@@ -268,46 +297,52 @@ def _decode(root: Path, names: list[str], size: int):
 
 # ---- reading and writing the files -------------------------------------------------------------
 
-def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+def _read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     try:
-        with safe_open(path, "pt") as f:
+        with safe_open(path, "np") as f:
             meta = json.loads((f.metadata() or {}).get("turkclip", "{}"))
             return {k: f.get_tensor(k) for k in f.keys()}, meta
     except Exception as e:  # a damaged file: safetensors and json raise several types
         raise TurkclipError(f"{path} is damaged ({str(e).splitlines()[0]}); delete the index folder and index again") from None
 
 
-def _pack_paths(paths: list[str]) -> torch.Tensor:
-    return torch.frombuffer(bytearray("\0".join(paths).encode("utf-8")) or bytearray(1), dtype=torch.uint8)
+def _pack_paths(paths: list[str]) -> np.ndarray:
+    return np.frombuffer("\0".join(paths).encode("utf-8") or b"\0", dtype=np.uint8)
 
 
-def _unpack_paths(packed: torch.Tensor) -> list[str]:
-    text = bytes(packed.numpy()).decode("utf-8")
+def _unpack_paths(packed: np.ndarray) -> list[str]:
+    text = packed.tobytes().decode("utf-8")
     return text.split("\0") if text.strip("\0") else []
 
 
-def _save_chunk(chunks: Path, key: str, ok: list[PhotoFile], emb: torch.Tensor, bad_rows: list, meta: dict) -> None:
-    tensors = {"embeddings": emb, "paths": _pack_paths([f.path for f in ok]),
-               "sizes": torch.tensor([f.size for f in ok], dtype=torch.int64),
-               "mtimes": torch.tensor([f.mtime_ns for f in ok], dtype=torch.int64)}
-    cache.save(chunks, "chunk", key, tensors, dict(meta, bad=bad_rows))
+def _save_chunk(chunks: Path, key: str, ok: list[PhotoFile], emb: np.ndarray, bad_rows: list, meta: dict) -> None:
+    arrays = {"embeddings": emb, "paths": _pack_paths([f.path for f in ok]),
+              "sizes": np.array([f.size for f in ok], dtype=np.int64),
+              "mtimes": np.array([f.mtime_ns for f in ok], dtype=np.int64)}
+    _save(chunks / f"chunk-{key}.safetensors", arrays, dict(meta, bad=bad_rows))
 
 
 def _write_index(output: Path, rows: list[str], entries: dict, meta: dict) -> None:
-    tensors = {"embeddings": torch.stack([entries[p][1] for p in rows]).half(), "paths": _pack_paths(rows),
-               "sizes": torch.tensor([entries[p][0][0] for p in rows], dtype=torch.int64),
-               "mtimes": torch.tensor([entries[p][0][1] for p in rows], dtype=torch.int64)}
-    cache.save(output, "photo", "index", tensors, meta)  # atomic: the old index or the new one, never half
+    arrays = {"embeddings": np.stack([entries[p][1] for p in rows]).astype(np.float16), "paths": _pack_paths(rows),
+              "sizes": np.array([entries[p][0][0] for p in rows], dtype=np.int64),
+              "mtimes": np.array([entries[p][0][1] for p in rows], dtype=np.int64)}
+    _save(output / INDEX_FILE, arrays, meta)  # atomic: the old index or the new one, never half
     for chunk in (output / "chunks").glob("*.safetensors") if (output / "chunks").is_dir() else []:
         chunk.unlink()
     if (output / "chunks").is_dir():
         (output / "chunks").rmdir()
 
 
+def _save(path: Path, arrays: dict[str, np.ndarray], meta: dict) -> None:
+    with atomic_path(path) as tmp:
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, tmp, metadata={"turkclip": json.dumps(meta)})
+
+
 def _read_state(output: Path) -> dict:
     """Everything an update starts from: the finished index (if any) plus chunks of an interrupted run."""
     state = {"root": None, "model": None, "adapter": None, "text_model": None, "tokenizer": None, "precision": None,
-             "generation": 0, "entries": {}, "indexed": set(), "pending": set(), "bad": [], "index": None}
+             "generation": 0, "entries": {}, "indexed": set(), "pending": set(), "bad": [], "index": None,
+             "onnx": None}
     if output.exists() and not output.is_dir():
         raise TurkclipError(f"--output {output} is a file, not an index folder")
     if not output.is_dir():
@@ -316,7 +351,7 @@ def _read_state(output: Path) -> dict:
         tensors, meta = _read(output / INDEX_FILE)  # read once: the index, and the entries an update keeps
         index = _index_from(tensors, meta, output)
         state.update(index=index, root=str(index.root), model=index.model, adapter=index.adapter, text_model=index.text_model,
-                     tokenizer=index.tokenizer, precision=index.precision,
+                     tokenizer=index.tokenizer, precision=index.precision, onnx=index.onnx,
                      generation=index.generation, bad=list(index.bad), indexed=set(index.paths))
         _add_entries(state["entries"], tensors)
     elif any(p.name != "chunks" for p in output.iterdir()):
@@ -327,7 +362,7 @@ def _read_state(output: Path) -> dict:
         tensors, meta = _read(chunk)
         if state["model"] is None:
             state.update({k: meta[k] for k in ("root", "model", "adapter", "tokenizer", "precision")},
-                         text_model=meta.get("text_model"))
+                         text_model=meta.get("text_model"), onnx=meta.get("onnx"))
         state["pending"] |= set(_add_entries(state["entries"], tensors))
         state["bad"] = [b for b in state["bad"] if b[0] not in state["pending"]] + meta["bad"]
     return state

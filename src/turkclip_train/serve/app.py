@@ -84,7 +84,7 @@ def create_app(engine: PhotoSearch, max_upload_bytes: int = 10 * 1024 * 1024) ->
             return data
         labels = parse_labels(captions)
         with engine.model_lock:
-            ranked = classify(engine.clip, [data], labels, AS_IS, device=engine.device, precision=index.precision)[0]
+            ranked = classify(engine.encoder, [data], labels, AS_IS)[0]
         return [{"label": label, "prob": round(p, 6)} for label, p in ranked]
 
     @app.get("/photo/{path:path}")
