@@ -15,11 +15,11 @@ import torch
 pytest.importorskip("onnxruntime", reason="the ONNX extras are not installed (pip install 'turkclip[onnx]')")
 pytest.importorskip("onnx", reason="the ONNX extras are not installed (pip install 'turkclip[onnx]')")
 
-from turkclip.onnx.export import export_onnx  # noqa: E402
-from turkclip.onnx.runtime import OnnxEncoder  # noqa: E402
-from turkclip.roads import load_clip  # noqa: E402
-from turkclip.search.torch_encoder import TorchEncoder  # noqa: E402
-from turkclip_train.cli import main  # noqa: E402
+from turkclip.onnx.export import export_onnx
+from turkclip.onnx.runtime import OnnxEncoder
+from turkclip.roads import load_clip
+from turkclip.search.torch_encoder import TorchEncoder
+from turkclip_train.cli import main
 
 # Turkish case folding (İ/I), punctuation, English, one past the text tower's length
 CAPTIONS = ["İstanbul'da kırmızı bir araba", "ISPARTA'DA İKİ KÖPEK koşuyor", "ılık bir gün", "a red car on the road",

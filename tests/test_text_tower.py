@@ -10,7 +10,6 @@ import torch
 
 from conftest import TOKENIZER
 
-
 CAPTIONS = ["kırmızı bir araba", "Sahilde koşan İki köpek", "ISPARTA'da bir kedi", "karda oynayan çocuklar",
             "a red car", "two dogs running on the beach"]
 

@@ -107,10 +107,18 @@ def _export(module: torch.nn.Module, inputs: tuple, path: Path, dynamic: dict) -
 
 
 def _quantize(path: Path) -> None:
+    import logging
+
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantized = path.with_suffix(".int8.onnx")
-    quantize_dynamic(path, quantized, weight_type=QuantType.QInt8)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # its advice to pre-process the graph first: the retrieval cost without it is measured
+    try:
+        quantize_dynamic(path, quantized, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
     quantized.replace(path)
 
 

@@ -27,7 +27,7 @@ class TorchEncoder:
     @classmethod
     def load(cls, model: str | None, adapter: str | None = None, text_model: str | None = None,
              tokenizer: str | None = None, device: torch.device | str | None = "cpu",
-             precision: str = "fp32") -> "TorchEncoder":
+             precision: str = "fp32") -> TorchEncoder:
         from turkclip.models.clip import DEFAULT_MODEL
         from turkclip.roads import load_clip
 
