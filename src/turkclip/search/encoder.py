@@ -56,14 +56,19 @@ def encode_photo(encoder: Encoder, photo) -> np.ndarray:
     return encoder.pixels(pixels)
 
 
+def refuse_model_flags(*flags) -> None:
+    """An ONNX export carries its own model: a model, adapter, text model or tokenizer beside it is a mistake."""
+    if any(flags):
+        raise TurkclipError("an --onnx folder carries its own model: leave out --model, --adapter, --text-model and"
+                            " --tokenizer")
+
+
 def open_encoder(model: str | None = None, adapter: str | None = None, text_model: str | None = None,
                  tokenizer: str | None = None, device=None, precision: str = "fp32",
                  onnx: str | Path | None = None) -> Encoder:
     """The ONNX export in `onnx` (no torch imported), or else the torch model `model` with its road."""
     if onnx is not None:
-        if model or adapter or text_model or tokenizer:
-            raise TurkclipError("an --onnx folder carries its own model: leave out --model, --adapter, --text-model"
-                                " and --tokenizer")
+        refuse_model_flags(model, adapter, text_model, tokenizer)
         from turkclip.onnx.runtime import OnnxEncoder
 
         return OnnxEncoder(onnx)

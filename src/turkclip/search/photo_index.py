@@ -155,7 +155,7 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
     old = _read_state(output)  # what the folder already holds, from earlier (maybe interrupted) runs
     if old["root"] is not None and Path(old["root"]) != root:
         raise TurkclipError(f"{output} indexes {old['root']}, not {root}: choose another --output")
-    if onnx is None and model is None and adapter is None:
+    if onnx is None and model is None and adapter is None and text_model is None:
         onnx = old["onnx"]
     if onnx is not None:  # the export says which model and road it holds
         model, adapter, text_model, precision = _exported(onnx, model, adapter, text_model, tokenizer)
@@ -222,10 +222,9 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
 def _exported(onnx, model, adapter, text_model, tokenizer) -> tuple:
     """(model, adapter, text_model, precision) of the ONNX export `onnx`, which no flag may contradict."""
     from turkclip.onnx.manifest import read_manifest
+    from turkclip.search.encoder import refuse_model_flags
 
-    if model or adapter or text_model or tokenizer:
-        raise TurkclipError("an --onnx folder carries its own model: leave out --model, --adapter, --text-model and"
-                            " --tokenizer")
+    refuse_model_flags(model, adapter, text_model, tokenizer)
     export = read_manifest(onnx)
     return export.model, export.adapter, export.text_model, "fp32"  # int8 weights still compute in fp32
 
