@@ -28,6 +28,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from measure import cpu_name  # bench/ is the script's folder, first on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -71,7 +73,7 @@ def main() -> None:
         print(f"round {r + 1}/{args.rounds} done (load {load[-1]:.1f})", file=sys.stderr)
 
     lines = [f"## Command speed, old vs new ({date.today()}, bench/command_speed.py)", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, Python"
+             f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, Python"
              f" {platform.python_version()}; 1-minute load average {min(load):.1f}–{max(load):.1f} during the run;"
              f" {args.rounds} interleaved rounds, each a fresh process; index {args.index}.", "",
              "| command | code | median wall s | min–max |", "|---|---|---|---|"]

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from measure import cpu_name  # bench/ is the script's folder, first on sys.path
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 SHARED = ROOT.parent / "shared"
@@ -99,7 +101,7 @@ def main() -> None:
                  for name, e in encoders.items()}
 
     rows = [f"## ONNX export vs torch ({date.today()}, bench/onnx_bench.py)", "",
-            f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, no GPU, Python"
+            f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, no GPU, Python"
             f" {platform.python_version()}, torch {_version('torch')}, onnxruntime {_version('onnxruntime')}; each"
             f" engine with its default threads; 1-minute load average {min(load):.1f}–{max(load):.1f}. Model: random-init"
             f" ViT-B/32 ({args.model}); {len(kept)} Flickr8k photos ({len(bad)} unreadable), {len(captions)} TasvirEt"
