@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -52,8 +53,12 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=100, help="TasvirEt captions used as text queries")
     p.add_argument("--serve-venv", help="where to build the torch-free environment (default: a temp folder;"
                                         " 'skip' to leave it out)")
+    p.add_argument("--serve-only", action="store_true", help="only the torch-free environment's size and run")
     p.add_argument("--record", action="store_true", help="append the report to bench/RESULTS.md")
     args = p.parse_args()
+    if args.serve_only:
+        print(_serve_environment(args))
+        return
 
     from turkclip.data.images import load_images
     from turkclip.onnx.runtime import OnnxEncoder
@@ -165,7 +170,7 @@ def _serve_environment(args) -> str:
         photos = Path(tmp) / "photos"
         photos.mkdir()
         for f in sorted((SHARED / "data" / "flickr8k" / "Images").iterdir())[:20]:
-            (photos / f.name).symlink_to(f)
+            shutil.copy(f, photos)  # copies: symlinks that lead out of the folder are not indexed
         cli = [str(python), "-c", "import sys; from turkclip_train.cli import main; code = main(sys.argv[1:]);"
                " print('torch imported' if 'torch' in sys.modules else 'no torch'); sys.exit(code)"]
         indexed = subprocess.run([*cli, "index", str(photos), "--output", f"{tmp}/idx", "--onnx", args.onnx,
