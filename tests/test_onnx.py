@@ -86,7 +86,9 @@ def test_onnx_embeddings_equal_torchs_on_both_roads(road, tiny_model, base_expor
     onnx_side = OnnxEncoder(folder)
     assert onnx_side.dim == torch_side.dim and onnx_side.image_size == torch_side.image_size
     assert onnx_side.logit_scale == pytest.approx(torch_side.logit_scale, rel=1e-6)
-    for lang in ("tr", "en"):
+    for lang in ("tr", "en"):  # the same token ids (case folding, prompt, truncation, padding), the same vectors
+        want = torch_side.clip.text(CAPTIONS, lang)
+        assert {k: v.tolist() for k, v in onnx_side.tokens(CAPTIONS, lang).items()} == {k: v.tolist() for k, v in want.items()}
         assert _cosines(onnx_side.texts(CAPTIONS, lang), torch_side.texts(CAPTIONS, lang)).min() >= MIN_COSINE
     pixels = _pixels(torch_side.image_size)
     assert _cosines(onnx_side.pixels(pixels), torch_side.pixels(pixels)).min() >= MIN_COSINE

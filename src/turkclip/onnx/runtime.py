@@ -35,14 +35,15 @@ class OnnxEncoder:
         self.image_size = self.preprocess.size
 
     def texts(self, texts: list[str], lang: str = "tr") -> np.ndarray:
-        texts = [self._prepare(t, lang) for t in check_queries(texts)]
-        out = []
-        for start in range(0, len(texts), TEXT_BATCH):
-            encoded = self._tokenizer.encode_batch(texts[start : start + TEXT_BATCH])
-            feed = {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
-                    "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64)}
-            out.append(self._text_session.run(None, feed)[0])
-        return np.concatenate(out)
+        texts = check_queries(texts)
+        return np.concatenate([self._text_session.run(None, self.tokens(texts[s : s + TEXT_BATCH], lang))[0]
+                               for s in range(0, len(texts), TEXT_BATCH)])
+
+    def tokens(self, texts: list[str], lang: str = "tr") -> dict[str, np.ndarray]:
+        """The text graph's inputs for `texts`: what turkclip's TextEncoder (or a tower's TowerText) gives on torch."""
+        encoded = self._tokenizer.encode_batch([self._prepare(t, lang) for t in texts])
+        return {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64)}
 
     def pixels(self, pixels: np.ndarray) -> np.ndarray:
         out = [self._image_session.run(None, {"pixel_values": self.preprocess.normalize_array(pixels[s : s + IMAGE_BATCH])})[0]
