@@ -143,7 +143,7 @@ codes = [main(["index", folder, "--output", index, "--onnx", export, "--no-progr
          main(["search", index, "kırmızı bir araba", "-k", "3"]),  # the same: no --onnx needed
          main(["search", index, "--image", photo, "-k", "3", "--onnx", export]),
          main(["classify", "--onnx", export, photo, "--labels", "kedi,köpek"])]
-client = TestClient(create_app(open_search(open_index(index))))
+client = TestClient(create_app(open_search(open_index(index)), folder, allowed_hosts=["testserver"]))
 answers = [client.get("/api/search", params={"q": "deniz"}).status_code,
            client.post("/api/classify", files={"photo": open(photo, "rb")}, data={"captions": "kedi,köpek"}).status_code]
 print(json.dumps({"codes": codes, "answers": answers,

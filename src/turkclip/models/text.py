@@ -14,8 +14,8 @@ from __future__ import annotations
 import unicodedata
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # only for annotations: the ONNX runtime prepares captions with `normalize` and has no torch
-    import torch
+if TYPE_CHECKING:  # annotations only: checking what a user typed (turkclip.search.texts) and the ONNX runtime need
+    import torch  # no torch
 
 # Per language, the capitals whose lower case differs from Unicode's default; a language listed here is lower-cased
 # after the fold (the others are left to the tokenizer's own lower-casing). Written into ONNX exports' manifest.

@@ -33,6 +33,7 @@ from turkclip.embedding.embed import features
 from turkclip.errors import TurkclipError
 from turkclip.models.text import CASE_FOLDS
 from turkclip.onnx.manifest import Export, read_manifest, write_manifest
+from turkclip.search.language import road_language
 from turkclip.search.photo_index import model_id
 
 OPSET = 17
@@ -86,7 +87,7 @@ def export_onnx(output: str | Path, model: str, adapter: str | None = None, text
             for name in ("image.onnx", "text.onnx"):
                 _quantize(work / name)
         _save_tokenizer(clip.text.tokenizer, work / "tokenizer.json")
-        write_manifest(work, _manifest(clip, reference, model, adapter, text_model, int8))
+        write_manifest(work, _manifest(clip, reference, model, adapter, text_model, tokenizer, int8))
         cosines = _agreement(reference, work, pixels)
         if not int8 and min(cosines.values()) < MIN_COSINE:
             raise TurkclipError(f"the ONNX graphs disagree with torch (lowest cosine {min(cosines.values()):.6f} <"
@@ -131,13 +132,15 @@ def _save_tokenizer(tokenizer, path: Path) -> None:
     backend.save(str(path))
 
 
-def _manifest(clip, reference, model: str, adapter: str | None, text_model: str | None, int8: bool) -> dict:
+def _manifest(clip, reference, model: str, adapter: str | None, text_model: str | None, tokenizer: str | None,
+              int8: bool) -> dict:
     tok, pre = clip.text.tokenizer, clip.preprocess
     tower = getattr(clip.text, "tower", None)  # a swapped text tower's TowerText; CLIP's TextEncoder has none
     return {
         "road": "adapter" if adapter else "text-tower" if text_model else "base",
         "model": model_id(model), "adapter": model_id(adapter), "text_model": model_id(text_model),
-        "weights": "int8" if int8 else "fp32", "dim": reference.dim, "logit_scale": reference.logit_scale,
+        "weights": "int8" if int8 else "fp32", "lang": road_language(model, adapter, text_model, tokenizer),
+        "dim": reference.dim, "logit_scale": reference.logit_scale,
         "image": {
             "file": "image.onnx", "input": "pixel_values", "output": "embeddings (L2-normalised)",
             "size": pre.size, "mean": list(pre.mean), "std": list(pre.std),

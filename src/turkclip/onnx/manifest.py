@@ -31,6 +31,7 @@ class Export:
     adapter: str | None
     text_model: str | None
     weights: str  # fp32 | int8
+    lang: str  # what the road was trained for: queries are folded for it unless the user says otherwise
     dim: int
     logit_scale: float
     image: dict  # file, size, mean, std (and prose on resize/crop for other runtimes)
@@ -67,6 +68,7 @@ def read_manifest(folder: str | Path) -> Export:
         folder=folder, road=_field(data, path, "road", str), model=_field(data, path, "model", str),
         adapter=_field(data, path, "adapter", str, optional=True),
         text_model=_field(data, path, "text_model", str, optional=True), weights=_field(data, path, "weights", str),
+        lang=_field(data, path, "lang", str),
         dim=_field(data, path, "dim", int), logit_scale=float(_field(data, path, "logit_scale", (int, float))),
         image=_field(data, path, "image", dict), text=_field(data, path, "text", dict))
     _check(export, path)

@@ -29,7 +29,8 @@ class OnnxEncoder:
         self.export = read_manifest(folder)
         self.folder = self.export.folder
         self.model, self.adapter, self.text_model = self.export.model, self.export.adapter, self.export.text_model
-        self.dim, self.logit_scale = self.export.dim, self.export.logit_scale
+        self.dim, self.logit_scale, self.lang = self.export.dim, self.export.logit_scale, self.export.lang
+        self.cased = not self.export.text["clip_normalize"]
         image = self.export.image
         self.preprocess = Preprocess(size=image["size"], mean=tuple(image["mean"]), std=tuple(image["std"]))
         self.image_size = self.preprocess.size

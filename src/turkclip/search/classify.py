@@ -27,18 +27,6 @@ TURKISH_TEMPLATES = (
 AS_IS = ("{}",)  # captions that are already sentences (the predict/upload page case)
 
 
-def parse_labels(text: str) -> list[str]:
-    """'kedi, köpek,kuş' or one label per line → ['kedi', 'köpek', 'kuş'] (duplicates refused)."""
-    labels = [part.strip() for line in text.splitlines() for part in line.split(",")]
-    labels = [label for label in labels if label]
-    if not labels:
-        raise TurkclipError("give at least one label (comma-separated, or one per line)")
-    dupes = sorted({label for label in labels if labels.count(label) > 1})
-    if dupes:
-        raise TurkclipError(f"label given twice: {', '.join(dupes)}")
-    return labels
-
-
 def label_embeddings(encoder: Encoder, labels: list[str], templates=TURKISH_TEMPLATES, lang: str = "tr") -> np.ndarray:
     """One unit vector per label: the normalised mean over templates [L, D]."""
     if not labels:
@@ -56,8 +44,13 @@ def classify(encoder: Encoder, images: list, labels: list[str], templates=TURKIS
     for image in images:
         if isinstance(image, (str, Path)) and not Path(image).is_file():
             raise TurkclipError(f"image not found: {image}")
-        logits = encoder.logit_scale * encode_photo(encoder, image)[0] @ targets.T
-        probs = np.exp(logits - logits.max())
-        probs /= probs.sum()
-        results.append(sorted(zip(labels, probs.tolist()), key=lambda lp: -lp[1]))
+        results.append(rank(encoder, labels, targets, encode_photo(encoder, image)))
     return results
+
+
+def rank(encoder: Encoder, labels: list[str], targets: np.ndarray, image: np.ndarray) -> list[tuple[str, float]]:
+    """One image embedding [1, D] against `label_embeddings` [L, D]: [(label, probability)], most likely first."""
+    logits = encoder.logit_scale * image[0] @ targets.T
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    return sorted(zip(labels, probs.tolist()), key=lambda lp: -lp[1])

@@ -22,6 +22,8 @@ class Encoder(Protocol):
     dim: int  # embedding width
     image_size: int  # the image side's input: size × size pixels (see turkclip.data.images.Preprocess)
     logit_scale: float  # CLIP's temperature, exponentiated: zero-shot logits are logit_scale × cosine
+    lang: str | None  # the language its road was trained for, when it knows (an export records it); None: ask the index
+    cased: bool  # its text side reads case (a swapped text tower: no Turkish folding, Kedi ≠ kedi)
 
     def texts(self, texts: list[str], lang: str = "tr") -> np.ndarray:
         """Captions or queries → L2-normalised float32 embeddings [N, D], comparable with the photos'."""
@@ -31,29 +33,29 @@ class Encoder(Protocol):
 
 
 def check_queries(texts: list[str]) -> list[str]:
-    """The texts, stripped; an empty one is a user error (it would match every photo equally badly)."""
-    texts = [t.strip() for t in texts]
-    if not texts or not all(texts):
+    """The texts, stripped; a blank one (or none) is a user error: it would match every photo equally badly."""
+    from turkclip.search.texts import check_text
+
+    if not texts:
         raise TurkclipError("a query is empty: type a few words to search for")
-    return texts
+    return [check_text(t, "a query") for t in texts]
+
+
+def photo_pixels(photo, size: int) -> np.ndarray:
+    """One photo (a path or an open binary file) → uint8 pixels [1, 3, size, size], decoded by the project's decoder
+    (`load_image`, which bounds the pixels it decodes); anything it cannot or will not read is a `TurkclipError`.
+    Kept apart from `encoder.pixels` so that a server decodes an upload without holding the model."""
+    from turkclip.data.images import DECODE_ERRORS, describe, load_image
+
+    try:
+        return load_image(photo, size)[None]
+    except DECODE_ERRORS as e:
+        raise TurkclipError(f"{getattr(photo, 'name', photo)}: {describe(e)}") from None
 
 
 def encode_photo(encoder: Encoder, photo) -> np.ndarray:
-    """One photo (a path or an open binary file) → its L2-normalised float32 embedding [1, D].
-
-    Decoded by the project's decoder (`load_image`); anything PIL cannot read is a `TurkclipError`.
-    """
-    from PIL import UnidentifiedImageError
-
-    from turkclip.data.images import DECODE_ERRORS, load_image
-
-    try:
-        pixels = load_image(photo, encoder.image_size)[None]
-    except DECODE_ERRORS as e:
-        name = getattr(photo, "name", photo)
-        why = "not a photo format PIL reads" if isinstance(e, UnidentifiedImageError) else f"{type(e).__name__}: {e}"
-        raise TurkclipError(f"cannot read {name} as an image ({why.splitlines()[0]})") from None
-    return encoder.pixels(pixels)
+    """One photo (a path or an open binary file) → its L2-normalised float32 embedding [1, D]."""
+    return encoder.pixels(photo_pixels(photo, encoder.image_size))
 
 
 def refuse_model_flags(*flags) -> None:

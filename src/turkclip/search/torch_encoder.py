@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from turkclip.embedding.embed import embed_images, embed_texts
 from turkclip.models.clip import Clip
+from turkclip.models.text import TextEncoder
 from turkclip.search.encoder import check_queries
 
 
@@ -23,6 +24,8 @@ class TorchEncoder:
         self.dim = self.model.config.projection_dim
         self.image_size = clip.preprocess.size
         self.logit_scale = float(self.model.logit_scale.detach().exp())
+        self.lang = None  # turkclip.search.language reads it from the index's road
+        self.cased = not isinstance(clip.text, TextEncoder)
 
     @classmethod
     def load(cls, model: str | None, adapter: str | None = None, text_model: str | None = None,
