@@ -164,7 +164,7 @@ def test_faiss_file_is_keyed_by_the_vectors_and_rebuilt_when_damaged(copy, monke
     photo_search.Searcher(idx.embeddings, use_faiss=True, saved_in=copy)
     assert len(builds) == 1  # read back, not rebuilt
 
-    other = idx.embeddings.clone()
+    other = idx.embeddings.copy()
     other[0] = -other[0]  # the same number of vectors, not the same vectors
     assert photo_search.Searcher(other, use_faiss=True, saved_in=copy).kind == "faiss-ivf" and len(builds) == 2
     assert saved not in copy.glob("faiss-ivf-*.index")  # replaced by the file for the new vectors
@@ -173,7 +173,7 @@ def test_faiss_file_is_keyed_by_the_vectors_and_rebuilt_when_damaged(copy, monke
     _flip(saved, saved.stat().st_size // 2)
     searcher = photo_search.Searcher(other, use_faiss=True, saved_in=copy)
     assert len(builds) == 3 and "is damaged" in capsys.readouterr().err
-    scores, rows = searcher.search(other[:1].numpy(), 3)
+    scores, rows = searcher.search(other[:1], 3)
     assert rows[0][0] == 0 and scores[0][0] == pytest.approx(1.0, abs=1e-3)
 
     def read_only(index, path):
