@@ -229,3 +229,12 @@ def test_int8_export_keeps_the_ranking_close(tiny_model, base_export, tmp_path):
     overlap = [len(set(np.argsort(-gallery @ q)[:5]) & set(np.argsort(-gallery @ p)[:5])) / 5
                for q, p in zip(int8.texts(CAPTIONS), fp32.texts(CAPTIONS))]
     assert np.mean(overlap) >= 0.6
+
+
+def test_each_side_is_opened_only_when_it_is_needed(base_export):
+    """A text query never loads the image graph (and a photo query never the text graph and tokenizer)."""
+    texts, photos = OnnxEncoder(base_export), OnnxEncoder(base_export)
+    texts.texts(["kırmızı bir araba"])
+    photos.pixels(_pixels(photos.image_size, 1))
+    assert {"_text_session", "_tokenizer"} <= set(vars(texts)) and "_image_session" not in vars(texts)
+    assert "_image_session" in vars(photos) and not {"_text_session", "_tokenizer"} & set(vars(photos))
