@@ -108,11 +108,13 @@ def main() -> None:
     rows = [f"## ONNX export vs torch ({date.today()}, bench/onnx_bench.py)", "",
             f"Machine: {cpu_name()}, {os.cpu_count()} CPUs, no GPU, Python"
             f" {platform.python_version()}, torch {_version('torch')}, onnxruntime {_version('onnxruntime')}; each"
-            f" engine with its default threads; 1-minute load average {min(load):.1f}–{max(load):.1f}. Model: random-init"
+            f" engine with its default threads; 1-minute load average {min(load):.1f}–{max(load):.1f}. Model:"
+            " random-init"
             f" ViT-B/32 ({args.model}); {len(kept)} Flickr8k photos ({len(bad)} unreadable), {len(captions)} TasvirEt"
             f" captions as queries. Decoding (the same code for every engine): {decode_rate:.1f} photos/s.", "",
             "| engine | embed photos/s | query p50 ms | query p90 ms | folder MiB |", "|---|---|---|---|---|"]
-    sizes = {"torch": _mib(Path(args.model)), "onnx fp32": _mib(Path(args.onnx)), "onnx int8": _mib(Path(args.onnx_int8))}
+    sizes = {"torch": _mib(Path(args.model)), "onnx fp32": _mib(Path(args.onnx)),
+             "onnx int8": _mib(Path(args.onnx_int8))}
     for name in encoders:
         ms = sorted(1000 * v for v in latency[name])
         rows.append(f"| {name} | {len(pixels) / seconds[name]:.1f} | {statistics.median(ms):.1f} |"

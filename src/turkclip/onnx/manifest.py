@@ -84,6 +84,10 @@ def _field(data: dict, path: Path, key: str, kind, optional: bool = False):
     return value
 
 
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _check(export: Export, path: Path) -> None:
     image, text = export.image, export.text
     fields = [(image, "file", str), (image, "size", int), (image, "mean", list), (image, "std", list),
@@ -98,8 +102,7 @@ def _check(export: Export, path: Path) -> None:
                 not 0 < export.dim <= 1 << 16 and f"embedding width {export.dim}",
                 not 0 < image["size"] <= 4096 and f"image size {image['size']}",
                 not 0 < text["max_length"] <= 1 << 16 and f"max_length {text['max_length']}",
-                not (len(image["mean"]) == len(image["std"]) == 3
-                     and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in image["mean"] + image["std"])
+                not (len(image["mean"]) == len(image["std"]) == 3 and all(map(_number, image["mean"] + image["std"]))
                      and all(v > 0 for v in image["std"])) and "image mean/std (3 numbers each, std > 0)",
                 not {text.get("padding_side", "right"), text.get("truncation_side", "right")} <= {"left", "right"}
                 and "padding_side/truncation_side (left or right)",

@@ -47,9 +47,9 @@ class OnnxEncoder:
                 "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64)}
 
     def pixels(self, pixels: np.ndarray) -> np.ndarray:
-        out = [self._image_session.run(None, {"pixel_values": self.preprocess.normalize_array(pixels[s : s + IMAGE_BATCH])})[0]
-               for s in range(0, len(pixels), IMAGE_BATCH)]
-        return np.concatenate(out)
+        starts = range(0, len(pixels), IMAGE_BATCH)
+        batches = (self.preprocess.normalize_array(pixels[s : s + IMAGE_BATCH]) for s in starts)
+        return np.concatenate([self._image_session.run(None, {"pixel_values": batch})[0] for batch in batches])
 
     def _prepare(self, text: str, lang: str) -> str:
         """What turkclip's text path does before tokenizing (TextEncoder for CLIP's tower, TowerText for a tower)."""

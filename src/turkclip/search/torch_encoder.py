@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from turkclip.embedding.embed import embed_images, embed_texts
-from turkclip.models.clip import Clip
+from turkclip.models.clip import DEFAULT_MODEL, Clip
 from turkclip.models.text import TextEncoder
 from turkclip.search.encoder import check_queries
 
@@ -31,7 +31,6 @@ class TorchEncoder:
     def load(cls, model: str | None, adapter: str | None = None, text_model: str | None = None,
              tokenizer: str | None = None, device: torch.device | str | None = "cpu",
              precision: str = "fp32") -> TorchEncoder:
-        from turkclip.models.clip import DEFAULT_MODEL
         from turkclip.roads import load_clip
 
         return cls(load_clip(model or DEFAULT_MODEL, tokenizer, text_model=text_model, adapter=adapter), device,
