@@ -29,7 +29,6 @@ from turkclip.roads import load_clip
 from turkclip.roads.adapters import attach_lora, load_adapter
 from turkclip.roads.settings import LoraSettings
 from turkclip_train import checkpoint
-from turkclip_train import train as train_module
 from turkclip_train.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -416,7 +415,9 @@ def test_nonfinite_loss_names_the_step_and_keeps_the_best_adapter(tmp_path, tiny
                                                                    monkeypatch, capsys):
     captions = _csv(tmp_path / "caps.csv", [f"{i:02d}.jpg" for i in range(9)])  # 4 steps per epoch at batch 2
     out = tmp_path / "run"
-    real_loss, calls, before = train_module.clip_loss, [], {}
+    import turkclip.roads.road as road_module
+
+    real_loss, calls, before = road_module.clip_loss, [], {}
 
     def loss_that_explodes_at_step_6(*args):
         calls.append(1)
@@ -425,7 +426,7 @@ def test_nonfinite_loss_names_the_step_and_keeps_the_best_adapter(tmp_path, tiny
             return real_loss(*args) * float("nan")
         return real_loss(*args)
 
-    monkeypatch.setattr(train_module, "clip_loss", loss_that_explodes_at_step_6)
+    monkeypatch.setattr(road_module, "clip_loss", loss_that_explodes_at_step_6)  # the loss the road computes
     code = main(["train", "--model", str(tiny_model), "--captions", str(captions), "--images", str(tiny_images),
                  "--output", str(out), "--epochs", "3", "--batch-size", "2", "--lora-r", "2", "--checkpoint-every", "1",
                  "--precision", "fp32", "--cache-dir", "none", "--no-progress"])
