@@ -72,9 +72,9 @@ def test_load_images_keeps_order_and_reports_bad_ones(tiny_images):
     names = ["05.jpg", "broken.jpg", "00.jpg", "missing.jpg", "11.jpg", "empty.jpg", "03.jpg"]
     pixels, kept, bad = load_images(tiny_images, names, size=16, workers=3)
     assert kept == [0, 2, 4, 6]
-    assert pixels.dtype == torch.uint8 and pixels.shape == (4, 3, 16, 16)
+    assert pixels.dtype == np.uint8 and pixels.shape == (4, 3, 16, 16)
     for row, i in enumerate(kept):
-        assert torch.equal(pixels[row], torch.from_numpy(load_image(tiny_images / names[i], 16)))
+        assert np.array_equal(pixels[row], load_image(tiny_images / names[i], 16))
     assert [name for name, _ in bad] == ["broken.jpg", "missing.jpg", "empty.jpg"]
     problems = dict(bad)
     assert problems["missing.jpg"] == "missing" and problems["empty.jpg"] == "empty file"
@@ -141,3 +141,12 @@ def test_commands_given_a_refused_photo_answer_one_line(tiny_model, tmp_path, ca
         assert main(argv) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and "thin.png: refused (1×300000 pixels: longer than 50:1" in err, err
+
+
+@pytest.mark.parametrize("name", ["landscape.jpg", "alpha.png", "tiny.png"])
+def test_numpy_normalisation_is_torchs_bit_for_bit(sample_images, name):
+    """The ONNX runtime normalises in numpy: the same float32 pixels as torch's path, to the last bit."""
+    pre = Preprocess(size=224)
+    every_value = np.arange(256, dtype=np.uint8).repeat(3 * 224 * 224 // 256 + 1)[: 3 * 224 * 224].reshape(1, 3, 224, 224)
+    for pixels in (load_image(sample_images / name, 224)[None], every_value):
+        assert np.array_equal(pre.normalize_array(pixels), pre.normalize(torch.from_numpy(pixels)).numpy())

@@ -135,7 +135,7 @@ def test_a_crafted_index_cannot_reach_outside_the_folder_the_user_named(served, 
     (outside / "private.png").write_bytes(_png(42))
     paths = ["private.png", "../outside/private.png", str(outside / "private.png"), "0.png"]
     crafted = dataclasses.replace(engine.index, root=outside, paths=paths, embeddings=engine.index.embeddings[:4])
-    client = TestClient(create_app(PhotoSearch(crafted, engine.clip), root / "photos", allowed_hosts=HOSTS))
+    client = TestClient(create_app(PhotoSearch(crafted, engine.encoder), root / "photos", allowed_hosts=HOSTS))
     for url in ["/thumb/private.png", "/thumb/..%2Foutside%2Fprivate.png", "/thumb/" + str(outside / "private.png")]:
         assert client.get(url).status_code == 404, url
     served_zero = client.get("/thumb/0.png")
@@ -285,16 +285,15 @@ def test_a_slow_upload_decode_does_not_hold_a_search_up(served, monkeypatch):
     could not finish and the decode would never be released (the test would fail on its timeouts)."""
     import httpx
 
-    from turkclip.search import queries
+    from turkclip.search.encoder import photo_pixels
 
     engine, root = served
     decoding, searched = threading.Event(), threading.Event()
-    real = queries.photo_pixels
 
-    def slow_decode(clip, photo):
+    def slow_decode(photo, size):
         decoding.set()
         assert searched.wait(30), "no search was answered while an upload was decoding"
-        return real(clip, photo)
+        return photo_pixels(photo, size)
 
     monkeypatch.setattr(app_module, "photo_pixels", slow_decode)
     url, server = serve_in_thread(create_app(engine, root / "photos", allowed_hosts=allowed_hosts("127.0.0.1")))

@@ -201,7 +201,7 @@ def test_photo_index_searches_and_classifies_through_a_text_tower(tiny_model, ti
     from turkclip.search.classify import classify
     from turkclip.search.photo_index import build_index, open_index
     from turkclip.search.photo_search import open_search
-    from turkclip.search.queries import encode_queries
+    from turkclip.search.torch_encoder import TorchEncoder
 
     _, swapped = _tower_clip(tiny_model, tiny_encoder, "head")
     tower = tmp_path / "tower"
@@ -216,13 +216,12 @@ def test_photo_index_searches_and_classifies_through_a_text_tower(tiny_model, ti
 
     engine = open_search(open_index(tmp_path / "index"))  # the recorded tower is used without being named again
     hits = engine.text("kırmızı bir araba", k=3)
-    clip = load_clip(str(tiny_model), text_model=str(tower))
-    query = torch.nn.functional.normalize(encode_queries(clip, ["kırmızı bir araba"], "tr", torch.device("cpu"), "fp32"),
-                                          dim=-1)
-    expected = (report.index.embeddings @ query[0]).topk(3)
-    assert [h.path for h in hits] == [report.index.paths[i] for i in expected.indices.tolist()]
-    assert [h.score for h in hits] == pytest.approx(expected.values.tolist(), abs=1e-3)
-    ranked = classify(clip, [tiny_images / "00.jpg"], ["kedi", "köpek"], lang="tr", device="cpu")
+    encoder = TorchEncoder(load_clip(str(tiny_model), text_model=str(tower)))
+    scores = report.index.embeddings @ encoder.texts(["kırmızı bir araba"], "tr")[0]
+    expected = scores.argsort()[::-1][:3]
+    assert [h.path for h in hits] == [report.index.paths[i] for i in expected]
+    assert [h.score for h in hits] == pytest.approx(scores[expected].tolist(), abs=1e-3)
+    ranked = classify(encoder, [tiny_images / "00.jpg"], ["kedi", "köpek"], lang="tr")
     assert sum(p for _, p in ranked[0]) == pytest.approx(1.0, abs=1e-4)
 
     # an index built for an adapter holds that adapter's photo embeddings: a text tower may not search it

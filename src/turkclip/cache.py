@@ -17,7 +17,6 @@ spares; `0` or `none` for no cap). `turkclip cache list|prune` shows and trims i
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
@@ -32,6 +31,8 @@ from typing import Iterator
 import numpy as np
 import torch
 from safetensors.torch import load_file, safe_open, save_file
+
+from turkclip.atomic import atomic_path
 
 DEFAULT_MAX_SIZE = "20GB"
 _ENTRY = re.compile(r"[a-z][a-z-]*-[0-9a-f]{24}")  # "<kind>-<make_key>"
@@ -161,31 +162,6 @@ def load(folder: Path | None, kind: str, key: str) -> tuple[dict[str, torch.Tens
     with safe_open(path, "pt") as f:
         meta = json.loads((f.metadata() or {}).get("turkclip", "{}"))
     return load_file(path), meta
-
-
-@functools.cache
-def _umask() -> int:
-    """Read once, at the first write: reading it means setting it, which other threads must not see change."""
-    mask = os.umask(0o022)  # put straight back
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary name beside `path` to write to, renamed to `path` when the block ends without an error and
-    removed otherwise: a reader (or a run killed mid-write) sees the old file or the whole new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the file ends as readable as any the user writes
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save(folder: Path | None, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:

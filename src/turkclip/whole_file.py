@@ -1,7 +1,7 @@
 """Files that turkclip writes for itself (indexes, checkpoints) go to disk whole or not at all, and a failure says
 what happened in one line.
 
-`write_whole` writes through `cache.atomic_path` (a temporary file renamed over the old one), so a reader, a
+`write_whole` writes through `atomic.atomic_path` (a temporary file renamed over the old one), so a reader, a
 kill or a full disk leaves the previous file intact. It checks the free space first: a write that cannot fit is
 refused before it starts, with the numbers. Writers report a full disk in different ways (an OSError with
 ENOSPC from Python, a SafetensorError from safetensors, a RuntimeError "unexpected pos" from torch.save), so
@@ -16,7 +16,7 @@ from typing import Callable
 
 from safetensors import SafetensorError
 
-from turkclip.cache import atomic_path
+from turkclip.atomic import atomic_path
 from turkclip.errors import TurkclipError
 
 WRITE_ERRORS = (OSError, SafetensorError, RuntimeError)

@@ -20,14 +20,17 @@ from .config import SEED_RECIPE, TrainConfig
 from .flags import add_flags
 
 
-def _model_flags(p: argparse.ArgumentParser, adapter: bool) -> None:
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"base CLIP: hub id or local folder (default {DEFAULT_MODEL})")
+def _model_flags(p: argparse.ArgumentParser, adapter: bool, default: str | None = DEFAULT_MODEL,
+                 device: bool = True) -> None:
+    """default None: the command fills in DEFAULT_MODEL itself (so it can tell --model from no --model)."""
+    p.add_argument("--model", default=default, help=f"base CLIP: hub id or local folder (default {DEFAULT_MODEL})")
     p.add_argument("--tokenizer", help="tokenizer folder, if the model folder has none")
     if adapter:
         p.add_argument("--adapter", help="LoRA adapter folder written by `turkclip train`")
         p.add_argument("--text-model", help="text tower folder written by `turkclip train --text-model` (the other road"
                        " to Turkish: captions go through it instead of CLIP's text tower); not with --adapter")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    if device:
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
@@ -51,6 +54,12 @@ def _index_model_flags(p: argparse.ArgumentParser, builds: bool) -> None:
     p.add_argument("--tokenizer", help="tokenizer folder, if the model folder has none")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    _onnx_flag(p, "the index's, if it was built with one and no --model/--adapter/--text-model is given")
+
+
+def _onnx_flag(p: argparse.ArgumentParser, default: str) -> None:
+    p.add_argument("--onnx", metavar="DIR", help="run on onnxruntime, without torch, with this `turkclip export-onnx`"
+                   f" folder instead of --model/--adapter/--text-model (default: {default})")
 
 
 PHOTO_COMMANDS = ("index", "search", "classify", "serve")
@@ -72,8 +81,9 @@ def _photo_commands(sub) -> None:
                    " image are counted and reported")
     i.add_argument("--output", required=True, help="index folder (created; an existing index is updated)")
     _index_model_flags(i, builds=True)
-    i.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
-                   help="auto: bf16 where the GPU/CPU runs it natively, else fp32 (recorded in the index)")
+    i.add_argument("--precision", default=None, choices=["auto", "fp32", "bf16", "fp16"],
+                   help="torch's: auto (default) = bf16 where the GPU/CPU runs it natively, else fp32 (recorded in the"
+                        " index); an ONNX export computes in fp32")
     i.add_argument("--chunk-size", type=int, default=256, help="photos per saved chunk: at most this much work is"
                    " lost when a run is killed (default 256)")
     i.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -95,7 +105,8 @@ def _photo_commands(sub) -> None:
                        description="Score each image against Turkish labels, each put into several Turkish prompt"
                                    ' templates ("bir {} fotoğrafı", ...) whose embeddings are averaged (prompt'
                                    " ensembling); prints the top-k labels with probabilities.")
-    _model_flags(c, adapter=True)
+    _model_flags(c, adapter=True, default=None)
+    _onnx_flag(c, "none: torch")
     c.add_argument("images", nargs="+", help="image files")
     c.add_argument("--labels", help='comma-separated labels, e.g. "kedi,köpek,kuş"')
     c.add_argument("--labels-file", help="UTF-8 file with one label per line (or comma-separated)")
@@ -169,6 +180,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--output", required=True, help="folder for the merged model (new or empty)")
     m.add_argument("--lang", default=None, help="language the adapter was trained for (default: the adapter's"
                    " train_config.json, else tr); tr writes a tokenizer that folds İ/I the Turkish way")
+
+    o = sub.add_parser("export-onnx", help="export a model with its road as ONNX, for search without torch",
+                       description="Write --output: the image tower (image.onnx) and the whole text side (text.onnx:"
+                                   " CLIP's text tower with --adapter's LoRA merged in, or --text-model's encoder + mean"
+                                   " pooling + its projection into CLIP's space), both giving L2-normalised"
+                                   " embeddings; the tokenizer (tokenizer.json); and turkclip-onnx.json, which says how"
+                                   " to prepare captions (Turkish case folding or the tower's 'query: ' prompt) and"
+                                   " photos (size, resize, crop, mean/std). `turkclip index/search/classify/serve"
+                                   " --onnx DIR` then run on onnxruntime without torch (pip install 'turkclip[serve]')."
+                                   " The export is checked against torch before it is kept. Needs `pip install"
+                                   " 'turkclip[onnx]'`; see docs/onnx.md.")
+    _model_flags(o, adapter=True, device=False)
+    o.add_argument("--output", required=True, help="folder to write (new or empty)")
+    o.add_argument("--int8", action="store_true", help="int8 weights (onnxruntime dynamic quantisation): about a"
+                   " quarter of the size; retrieval changes a little (docs/onnx.md has the measured cost)")
 
     d = sub.add_parser("demo", help="offline end-to-end demo on a synthetic world (no downloads)",
                        description="Offline, no downloads: pretrain a small CLIP on English captions of synthetic"

@@ -152,3 +152,17 @@ def init_model(args) -> None:
     build(args.architecture, args.tokenizer, args.output, seed=args.seed)
     print(f"random-init {args.architecture} written to {args.output} (pass --model {args.output}; its retrieval is chance"
           " level until trained)")
+
+
+def export_onnx(args) -> None:
+    if args.adapter and args.text_model:
+        raise TurkclipError("give --adapter or --text-model, not both (two roads to the same goal)")
+    try:
+        from turkclip.onnx.export import export_onnx as export
+    except ImportError as e:
+        raise TurkclipError(f"export-onnx needs the ONNX extras: pip install 'turkclip[onnx]' ({e.name} is missing)") from None
+    done, cosines = export(args.output, args.model, args.adapter, args.text_model, args.tokenizer, args.int8)
+    size = sum(f.stat().st_size for f in done.folder.iterdir()) / 2**20
+    print(f"{done.road} road of {done.model} exported to {done.folder} ({done.weights} weights, {size:.0f} MiB;"
+          f" cosine to torch on probes: text {cosines['text']:.6f}, image {cosines['image']:.6f}): search with"
+          f" `turkclip index PHOTOS --output INDEX --onnx {done.folder}`")

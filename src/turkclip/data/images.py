@@ -34,13 +34,16 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 from turkclip.errors import TurkclipError
 from turkclip.progress import bar as progress_bar
+
+if TYPE_CHECKING:
+    import torch
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -75,10 +78,22 @@ class Preprocess:
 
     def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
         """uint8 [N, 3, S, S] → float [N, 3, S, S], on whatever device `pixels` is on."""
+        import torch  # here: decoding (this module's other job) serves the torch-free ONNX runtime too
+
         mean = torch.tensor(self.mean, device=pixels.device).view(1, 3, 1, 1)
         std = torch.tensor(self.std, device=pixels.device).view(1, 3, 1, 1)
         # in place on a fresh float copy: one batch-sized float tensor instead of three
         return pixels.to(torch.float32, copy=True).div_(255.0).sub_(mean).div_(std)
+
+    def normalize_array(self, pixels: np.ndarray) -> np.ndarray:
+        """`normalize` in numpy, bit for bit (the same float32 operations in the same order): the ONNX runtime's."""
+        mean = np.asarray(self.mean, dtype=np.float32).reshape(1, 3, 1, 1)
+        std = np.asarray(self.std, dtype=np.float32).reshape(1, 3, 1, 1)
+        out = pixels.astype(np.float32)
+        out /= np.float32(255.0)
+        out -= mean
+        out /= std
+        return out
 
 
 def resolve(root: Path, filename: str) -> Path:
@@ -201,7 +216,7 @@ def decode_in_order(jobs: Iterable, decode: Callable, workers: int | None = None
 
 def load_images(
     root: str | Path, filenames: list[str], size: int, workers: int | None = None
-) -> tuple[torch.Tensor | None, list[int], list[tuple[str, str]]]:
+) -> tuple[np.ndarray | None, list[int], list[tuple[str, str]]]:
     """Decode every image in parallel threads (PIL releases the GIL while decoding).
 
     Returns (uint8 pixels [K, 3, size, size], or None when K is 0; indices of the K images that loaded;
@@ -215,7 +230,7 @@ def load_images(
                                 desc="decoding images", unit="img", leave=False))
     kept = [i for i, r in enumerate(results) if not isinstance(r, str)]
     bad = [(filenames[i], r) for i, r in enumerate(results) if isinstance(r, str)]
-    pixels = torch.from_numpy(np.stack([results[i] for i in kept])) if kept else None
+    pixels = np.stack([results[i] for i in kept]) if kept else None
     return pixels, kept, bad
 
 

@@ -25,7 +25,8 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from turkclip.cache import atomic_path, read_exact, touch, written
+from turkclip.atomic import atomic_path
+from turkclip.cache import read_exact, touch, written
 from turkclip.progress import bar as progress_bar
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from turkclip import cache
+from turkclip.atomic import atomic_path
 from turkclip.data.dataset import ImageTextSet
 from turkclip.data.images import Preprocess, decode_in_order, try_decode
 from turkclip.data.pixel_store import open_store, write_store
@@ -177,7 +178,7 @@ def _read_meta(folder: Path | None, key: str) -> dict | None:
 def _write_meta(folder: Path | None, key: str, meta: dict) -> None:
     if folder is None:
         return
-    with cache.atomic_path(Path(folder) / f"shardset-{key}.json") as tmp:
+    with atomic_path(Path(folder) / f"shardset-{key}.json") as tmp:
         tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
     cache.written(Path(folder) / f"shardset-{key}.json")
 

@@ -24,7 +24,7 @@ from typing import Iterator
 
 from braceexpand import braceexpand
 
-from turkclip import cache
+from turkclip.atomic import atomic_path
 from turkclip.errors import TurkclipError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -132,7 +132,7 @@ def unpack_images(pattern: str, folder: str | Path) -> tuple[int, int, list[tupl
         if target.is_file() and target.stat().st_size == len(sample.image):
             kept += 1
             continue
-        with cache.atomic_path(target) as tmp:
+        with atomic_path(target) as tmp:
             tmp.write_bytes(sample.image)
         written += 1
     return written, kept, problems

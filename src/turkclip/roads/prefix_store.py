@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from turkclip import cache
+from turkclip.atomic import atomic_path
 
 
 class PrefixStore:
@@ -74,7 +75,7 @@ def write_prefixes(folder: Path | None, key: str, states) -> PrefixStore:
         folder = Path(keep_alive.name)
     data = Path(folder) / f"text-prefix-{key}.f32"
     starts, pools, dim = [0], [], 0
-    with cache.atomic_path(data) as tmp, tmp.open("wb") as f:
+    with atomic_path(data) as tmp, tmp.open("wb") as f:
         for state, pool in states:
             rows = state.detach().to("cpu", torch.float32).contiguous().numpy()
             f.write(rows.tobytes())
@@ -82,7 +83,7 @@ def write_prefixes(folder: Path | None, key: str, states) -> PrefixStore:
             pools.append(pool)
             dim = rows.shape[1]
     starts, pools = np.asarray(starts, dtype=np.int64), np.asarray(pools, dtype=np.int32)
-    with cache.atomic_path(data.with_suffix(".npz")) as tmp, tmp.open("wb") as f:
+    with atomic_path(data.with_suffix(".npz")) as tmp, tmp.open("wb") as f:
         np.savez(f, starts=starts, pools=pools, dim=dim)
     if keep_alive is None:
         cache.written(data)

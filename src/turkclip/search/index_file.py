@@ -21,9 +21,9 @@ import hashlib
 import json
 from pathlib import Path
 
-import torch
+import numpy as np
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.numpy import save_file
 
 from turkclip.errors import TurkclipError
 from turkclip.whole_file import write_whole
@@ -37,19 +37,19 @@ class Damaged(TurkclipError):
         self.path, self.why, self.meta = path, why, meta
 
 
-def write(path: Path, tensors: dict[str, torch.Tensor], meta: dict, then: str) -> None:
+def write(path: Path, tensors: dict[str, np.ndarray], meta: dict, then: str) -> None:
     """Write `tensors` and `meta` with their checksums, whole or not at all (`then`: see whole_file.write_whole)."""
-    tensors = {k: v.contiguous() for k, v in tensors.items()}
+    tensors = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
     text = json.dumps(dict(meta, tensors_sha256=tensors_digest(tensors)))
     header = {"turkclip": text, "turkclip_sha256": hashlib.sha256(text.encode()).hexdigest()}
     nbytes = sum(t.nbytes for t in tensors.values()) + len(text) + 4096
     write_whole(path, nbytes, lambda tmp: save_file(tensors, tmp, metadata=header), then)
 
 
-def read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+def read(path: Path) -> tuple[dict[str, np.ndarray], dict]:
     """(tensors, meta) of a file `write` wrote, after checking both checksums; `Damaged` if either differs."""
     try:
-        with safe_open(path, "pt") as f:
+        with safe_open(path, "np") as f:
             header = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # a damaged layout: safetensors raises several types
@@ -72,11 +72,12 @@ def read(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
-def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over every tensor's name, dtype, shape and bytes, in name order."""
+def tensors_digest(tensors: dict[str, np.ndarray]) -> str:
+    """SHA-256 over every array's name, dtype, shape and bytes, in name order. The dtype is spelt as torch spells
+    it ("torch.float16"), as the files written before the index went numpy (torch-free, for the ONNX runtime) were."""
     h = hashlib.sha256()
     for name in sorted(tensors):
-        tensor = tensors[name].contiguous()
-        h.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
-        h.update(tensor.view(torch.uint8).numpy() if tensor.numel() else b"")
+        array = np.ascontiguousarray(tensors[name])
+        h.update(json.dumps([name, f"torch.{array.dtype}", list(array.shape)]).encode())
+        h.update(array.view(np.uint8) if array.size else b"")
     return h.hexdigest()

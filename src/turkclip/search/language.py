@@ -28,10 +28,15 @@ def trained_language(folder: str | Path) -> str | None:
 
 def index_language(index: PhotoIndex) -> str:
     """The index's language as the page and the API speak it: tr, or en for any other (no Turkish folding)."""
-    road = index.adapter or index.text_model
+    return road_language(index.model, index.adapter, index.text_model, index.tokenizer)
+
+
+def road_language(model: str, adapter: str | None, text_model: str | None, tokenizer: str | None = None) -> str:
+    """The language of a base model with its road (an ONNX export records it): tr, or en for any other."""
+    road = adapter or text_model
     if road:
         return "tr" if (trained_language(road) or "tr") == "tr" else "en"
-    return "tr" if _folds_turkish(Path(index.tokenizer or index.model) / "tokenizer.json") else "en"
+    return "tr" if _folds_turkish(Path(tokenizer or model) / "tokenizer.json") else "en"
 
 
 def _folds_turkish(tokenizer_file: Path) -> bool:

@@ -44,8 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 
 from turkclip.data.images import load_images
 from turkclip.embedding import shard
@@ -69,7 +68,7 @@ _CHUNKS_KEPT = ("the chunks written so far are kept; free some space (or fix the
 class PhotoIndex:
     root: Path  # the indexed folder
     paths: list[str]  # relative to root, sorted
-    embeddings: torch.Tensor  # float32 [N, D], unit length
+    embeddings: np.ndarray  # float32 [N, D], unit length
     model: str
     adapter: str | None
     text_model: str | None  # a swapped text tower, if queries use one (None: the model's own)
@@ -78,6 +77,7 @@ class PhotoIndex:
     generation: int
     folder: Path  # the index folder
     bad: list[list] = field(default_factory=list)  # [path, size, mtime_ns, problem]
+    onnx: str | None = None  # the `turkclip export-onnx` folder it was built with: searched without torch
 
     def row(self, path: str) -> int | None:
         if not hasattr(self, "_rows"):
@@ -138,7 +138,18 @@ def open_index(folder: str | Path) -> PhotoIndex:
         raise TurkclipError(f"{e}: run `turkclip index {photos} --output {folder}` to rebuild it") from None
 
 
-def _index_from(tensors: dict[str, torch.Tensor], meta: dict, folder: Path) -> PhotoIndex:
+def built_with_onnx(folder: Path) -> str | None:
+    """The ONNX export a finished index in `folder` was built with (None: torch, or no index there), from the index
+    file's header alone (`open_index` verifies the whole file)."""
+    try:
+        with safe_open(folder / INDEX_FILE, "np") as f:
+            onnx = json.loads((f.metadata() or {}).get("turkclip", "{}")).get("onnx")
+    except (OSError, SafetensorError, ValueError, AttributeError):  # no index, or a damaged one: build_index says which
+        return None
+    return onnx if isinstance(onnx, str) else None
+
+
+def _index_from(tensors: dict[str, np.ndarray], meta: dict, folder: Path) -> PhotoIndex:
     """The index a verified file holds, after checking that its parts fit together (a file with valid checksums
     can still be crafted): a `Damaged` error otherwise, never a KeyError or IndexError later."""
     path = folder / INDEX_FILE
@@ -162,7 +173,7 @@ def _bad(meta: dict, path: Path) -> list[list]:
 def _settings(meta: dict, path: Path) -> dict:
     """The fields of `meta` that say how the index was built, checked for type."""
     kinds = {"root": str, "model": str, "adapter": (str, type(None)), "text_model": (str, type(None)),
-             "tokenizer": (str, type(None)), "precision": str, "generation": int}
+             "tokenizer": (str, type(None)), "precision": str, "generation": int, "onnx": (str, type(None))}
     wrong = [k for k, kind in kinds.items() if not isinstance(meta.get(k), kind)]
     if wrong:
         raise Damaged(path, f"its {', '.join(wrong)} field(s) are missing or malformed")
@@ -171,7 +182,7 @@ def _settings(meta: dict, path: Path) -> dict:
     return settings
 
 
-def _entries(tensors: dict[str, torch.Tensor], path: Path) -> tuple[list[str], torch.Tensor]:
+def _entries(tensors: dict[str, np.ndarray], path: Path) -> tuple[list[str], np.ndarray]:
     """(paths, float32 embeddings) of an index or chunk file, checked to be one finite row per path."""
     try:
         emb, sizes, mtimes = tensors["embeddings"], tensors["sizes"], tensors["mtimes"]
@@ -181,19 +192,23 @@ def _entries(tensors: dict[str, torch.Tensor], path: Path) -> tuple[list[str], t
     except UnicodeDecodeError:
         raise Damaged(path, "its path table is not UTF-8") from None
     n = len(paths)
-    if emb.dim() != 2 or len(emb) != n or sizes.shape != (n,) or mtimes.shape != (n,):
+    if emb.ndim != 2 or len(emb) != n or sizes.shape != (n,) or mtimes.shape != (n,):
         raise Damaged(path, f"its arrays do not have one row per photo ({n} paths, embeddings {tuple(emb.shape)})")
     if len(set(paths)) != n or "" in paths:
         raise Damaged(path, "its path table repeats a path or holds an empty one")
-    if emb.dtype != torch.float16 or not np.isfinite(emb.numpy()).all():  # numpy: ~100x torch's isfinite on a CPU
+    if emb.dtype != np.float16 or not np.isfinite(emb).all():
         raise Damaged(path, "its embeddings are not finite float16 numbers")
-    return paths, emb.float()
+    return paths, emb.astype(np.float32)
 
 
 def build_index(photos: str | Path, output: str | Path, model: str | None = None, adapter: str | None = None,
-                tokenizer: str | None = None, device: torch.device | str = "cpu", precision: str = "fp32",
-                chunk_size: int = 256, progress: bool = True, text_model: str | None = None) -> IndexReport:
-    """Index every photo under `photos` into `output`, or bring an existing index up to date."""
+                tokenizer: str | None = None, device=None, precision: str = "fp32", chunk_size: int = 256,
+                progress: bool = True, text_model: str | None = None, onnx: str | Path | None = None) -> IndexReport:
+    """Index every photo under `photos` into `output`, or bring an existing index up to date.
+
+    The photos are embedded by `model` with its `adapter` on torch (`device`, default the CPU, in `precision`), or
+    by the `turkclip export-onnx` folder `onnx` without torch; an update without either uses what built the index.
+    """
     start = time.perf_counter()
     root, output = Path(photos), Path(output)
     if not root.is_dir():
@@ -205,8 +220,12 @@ def build_index(photos: str | Path, output: str | Path, model: str | None = None
     report = IndexReport()
     with _one_writer(output):
         old = _read_state(output, report.repaired)  # what the folder holds, from earlier (maybe interrupted) runs
-        meta = _plan_meta(old, root, output, model, adapter, tokenizer, text_model, precision)
-        _index_folder(root, output, old, meta, report, device, chunk_size, progress)
+        if onnx is None and model is None and adapter is None and text_model is None:
+            onnx = old["onnx"]
+        if onnx is not None:  # the export says which model and road it holds
+            model, adapter, text_model, precision = _exported(onnx, model, adapter, text_model, tokenizer)
+        meta = _plan_meta(old, root, output, model, adapter, tokenizer, text_model, precision, onnx)
+        _index_folder(root, output, old, meta, report, device, chunk_size, progress, onnx)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -232,7 +251,17 @@ def _one_writer(output: Path):
         lock.release()
 
 
-def _plan_meta(old: dict, root: Path, output: Path, model, adapter, tokenizer, text_model, precision) -> dict:
+def _exported(onnx, model, adapter, text_model, tokenizer) -> tuple:
+    """(model, adapter, text_model, precision) of the ONNX export `onnx`, which no flag may contradict."""
+    from turkclip.onnx.manifest import read_manifest
+    from turkclip.search.encoder import refuse_model_flags
+
+    refuse_model_flags(model, adapter, text_model, tokenizer)
+    export = read_manifest(onnx)
+    return export.model, export.adapter, export.text_model, "fp32"  # int8 weights still compute in fp32
+
+
+def _plan_meta(old: dict, root: Path, output: Path, model, adapter, tokenizer, text_model, precision, onnx) -> dict:
     """The new index's metadata: the flags of this run checked against what the folder was built with."""
     if old["root"] is not None and Path(old["root"]) != root:
         raise TurkclipError(f"{output} indexes {old['root']}, not {root}: choose another --output")
@@ -241,7 +270,8 @@ def _plan_meta(old: dict, root: Path, output: Path, model, adapter, tokenizer, t
                             " --model (and --adapter or --text-model, as when it was built) to rebuild it, or"
                             f" delete {output}")
     name = model_id(model) or old["model"]
-    if old["model"] is not None and (name != old["model"] or model_id(adapter) not in (None, old["adapter"])):
+    same_adapter = model_id(adapter) == old["adapter"] or (adapter is None and onnx is None)  # None: the index's
+    if old["model"] is not None and (name != old["model"] or not same_adapter):
         raise TurkclipError(f"{output} was built with model {old['model']} (adapter {old['adapter']}); re-index it"
                             " with the same model (leave out --model/--adapter) or choose another --output")
     if text_model and old["adapter"]:
@@ -258,10 +288,11 @@ def _plan_meta(old: dict, root: Path, output: Path, model, adapter, tokenizer, t
             "tokenizer": model_id(tokenizer) if fresh else old["tokenizer"],
             # the text tower that queries go through (photos are embedded by the base's image tower either way)
             "text_model": model_id(text_model) if text_model else old["text_model"],
-            "precision": precision if fresh else old["precision"], "generation": old["generation"]}
+            "precision": precision if fresh else old["precision"], "generation": old["generation"],
+            "onnx": model_id(onnx) if onnx else old["onnx"]}
 
 
-def _index_folder(root, output, old, meta, report, device, chunk_size, progress) -> None:
+def _index_folder(root, output, old, meta, report, device, chunk_size, progress, onnx) -> None:
     """Scan, embed what is new, changed or unverified, and write the index (unless nothing changed)."""
     scan = scan_photos(root, exclude=output)
     files, report.skipped = scan.photos, scan.skipped
@@ -269,7 +300,7 @@ def _index_folder(root, output, old, meta, report, device, chunk_size, progress)
         raise TurkclipError(f"no photos ({' '.join(PHOTO_SUFFIXES)}) under {root}"
                             + (f" ({len(scan.skipped)} left out, first: {printable(scan.skipped[0][0])}:"
                                f" {scan.skipped[0][1]})" if scan.skipped else ""))
-    if meta["text_model"] != old["text_model"]:
+    if meta["text_model"] != old["text_model"] and onnx is None:  # an export was checked against its base
         _check_text_model(meta)
     entries = {}  # path -> (stamp, embedding) of photos whose embedding is still valid
     for f in files:
@@ -289,7 +320,8 @@ def _index_folder(root, output, old, meta, report, device, chunk_size, progress)
     _check_same_plan(todo, meta, old["next_chunk"])
 
     if todo:
-        bad += _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress, old["next_chunk"])
+        bad += _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress, old["next_chunk"],
+                             onnx)
     report.bad = sorted(bad)
     rows = [p for p in sorted(entries) if p in present]
     if not rows:
@@ -324,32 +356,29 @@ def _check_same_plan(todo: list[PhotoFile], meta: dict, first_chunk: int) -> Non
                             " run the same command again")
 
 
-def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress, first_chunk) -> list[list]:
+def _embed_chunks(todo, root, output, meta, entries, device, chunk_size, progress, first_chunk, onnx) -> list[list]:
     """Embed `todo` a chunk at a time, saving each chunk before the next; returns the unreadable files.
     Several processes: each decodes and embeds its share of a chunk, all receive the chunk, rank 0 saves it."""
-    from turkclip.embedding.embed import embed_images
-    from turkclip.roads import load_clip
+    from turkclip.search.encoder import open_encoder
 
-    clip = load_clip(meta["model"], meta["tokenizer"], adapter=meta["adapter"])
-    device = torch.device(device)
-    clip.model.to(device).eval()
+    if onnx is not None:
+        encoder = open_encoder(onnx=onnx)
+    else:  # photos go through the base's image tower (with the adapter's LoRA): a text tower plays no part
+        encoder = open_encoder(meta["model"], meta["adapter"], None, meta["tokenizer"], device, meta["precision"])
     rank, world = shard.rank_and_world()
     bad = []
     bar = progress_bar(total=len(todo), desc="indexing photos", unit="photo", enabled=progress and rank == 0)
     parts = [todo[start : start + chunk_size] for start in range(0, len(todo), chunk_size)]
     mine = [part[shard.share(len(part), rank, world)] for part in parts]  # this process's share of each chunk
-    # the next share is decoded (PIL, threads) while this one is embedded (torch): both cores stay busy
+    # the next share is decoded (PIL, threads) while this one is embedded: both cores stay busy
     prefetch = ThreadPoolExecutor(1)
-    decoding = prefetch.submit(_decode, root, [f.path for f in mine[0]], clip.preprocess.size)
+    decoding = prefetch.submit(_decode, root, [f.path for f in mine[0]], encoder.image_size)
     for i, part in enumerate(parts):
         pixels, kept, problems = decoding.result()
         if i + 1 < len(parts):
-            decoding = prefetch.submit(_decode, root, [f.path for f in mine[i + 1]], clip.preprocess.size)
-        emb = None
-        if kept:
-            emb = F.normalize(embed_images(clip.model, pixels, clip.preprocess, device, meta["precision"],
-                                           progress=False), dim=-1)
-        emb = shard.gather_rows(emb).half()  # every share's rows, in the chunk's order
+            decoding = prefetch.submit(_decode, root, [f.path for f in mine[i + 1]], encoder.image_size)
+        emb = encoder.pixels(pixels) if kept else None
+        emb = shard.gather_arrays(emb).astype(np.float16)  # every share's rows, in the chunk's order
         shares = shard.gather_objects(([mine[i][j].path for j in kept], problems))
         by_name = {f.path: f for f in part}
         ok = [by_name[name] for names, _ in shares for name in names]
@@ -375,29 +404,29 @@ def _decode(root: Path, names: list[str], size: int):
 
 # ---- reading and writing the files -------------------------------------------------------------
 
-def _pack_paths(paths: list[str]) -> torch.Tensor:
-    return torch.frombuffer(bytearray("\0".join(paths).encode("utf-8")) or bytearray(1), dtype=torch.uint8)
+def _pack_paths(paths: list[str]) -> np.ndarray:
+    return np.frombuffer("\0".join(paths).encode("utf-8") or b"\0", dtype=np.uint8)
 
 
-def _unpack_paths(packed: torch.Tensor) -> list[str]:
-    text = bytes(packed.numpy()).decode("utf-8")
+def _unpack_paths(packed: np.ndarray) -> list[str]:
+    text = packed.tobytes().decode("utf-8")
     return text.split("\0") if text.strip("\0") else []
 
 
-def _tensors(files: list[tuple[str, tuple[int, int]]], emb: torch.Tensor) -> dict[str, torch.Tensor]:
+def _tensors(files: list[tuple[str, tuple[int, int]]], emb: np.ndarray) -> dict[str, np.ndarray]:
     """The arrays of an index or chunk file: [(path, (size, mtime_ns))] and their embeddings, row for row."""
-    return {"embeddings": emb.half(), "paths": _pack_paths([p for p, _ in files]),
-            "sizes": torch.tensor([s[0] for _, s in files], dtype=torch.int64),
-            "mtimes": torch.tensor([s[1] for _, s in files], dtype=torch.int64)}
+    return {"embeddings": emb.astype(np.float16), "paths": _pack_paths([p for p, _ in files]),
+            "sizes": np.array([s[0] for _, s in files], dtype=np.int64),
+            "mtimes": np.array([s[1] for _, s in files], dtype=np.int64)}
 
 
-def _save_chunk(path: Path, ok: list[PhotoFile], emb: torch.Tensor, bad_rows: list, meta: dict) -> None:
+def _save_chunk(path: Path, ok: list[PhotoFile], emb: np.ndarray, bad_rows: list, meta: dict) -> None:
     """One chunk of an indexing run: the embeddings of the photos in it that loaded, and those that did not."""
     index_file.write(path, _tensors([(f.path, f.stamp) for f in ok], emb), dict(meta, bad=bad_rows), _CHUNKS_KEPT)
 
 
 def _write_index(output: Path, rows: list[str], entries: dict, meta: dict) -> None:
-    emb = torch.stack([entries[p][1] for p in rows])
+    emb = np.stack([entries[p][1] for p in rows])
     index_file.write(output / INDEX_FILE, _tensors([(p, entries[p][0]) for p in rows], emb), meta, _KEPT)
     for _, _, chunk in _chunk_files(output):  # every generation's: all are folded in or outdated now
         chunk.unlink()
@@ -413,7 +442,7 @@ def _read_state(output: Path, repaired: list[str]) -> dict:
     index or chunk is noted in `repaired` and its photos are left out (embedded again)."""
     state = {"root": None, "model": None, "adapter": None, "text_model": None, "tokenizer": None, "precision": None,
              "generation": 0, "entries": {}, "indexed": set(), "pending": set(), "bad": [], "index": None,
-             "damaged": None, "next_chunk": 0}
+             "damaged": None, "next_chunk": 0, "onnx": None}
     if (output / INDEX_FILE).is_file():
         try:
             tensors, meta = index_file.read(output / INDEX_FILE)  # read once: the index, and the entries it keeps
@@ -425,7 +454,7 @@ def _read_state(output: Path, repaired: list[str]) -> dict:
         else:
             state.update(index=index, root=str(index.root), model=index.model, adapter=index.adapter,
                          text_model=index.text_model, tokenizer=index.tokenizer, precision=index.precision,
-                         generation=index.generation, bad=list(index.bad), indexed=set(index.paths))
+                         onnx=index.onnx, generation=index.generation, bad=list(index.bad), indexed=set(index.paths))
             _add_entries(state["entries"], index.paths, tensors)
     chunks = _chunk_files(output)
     if state["damaged"] and state["model"] is None:  # which generation the index was is unknown: a new one
@@ -441,7 +470,7 @@ def _read_state(output: Path, repaired: list[str]) -> dict:
             repaired.append(f"{e}: its photos are embedded again")
             continue
         if state["model"] is None:
-            state.update({k: settings[k] for k in ("model", "adapter", "text_model", "tokenizer", "precision")},
+            state.update({k: settings[k] for k in ("model", "adapter", "text_model", "tokenizer", "precision", "onnx")},
                          root=str(settings["root"]))
         state["pending"] |= set(_add_entries(state["entries"], paths, tensors))
         state["bad"] = [b for b in state["bad"] if b[0] not in state["pending"]] + bad
@@ -456,7 +485,7 @@ def _recover_settings(state: dict, damaged: Damaged, output: Path) -> None:
     except Damaged:
         return
     state.update({k: settings[k] for k in ("model", "adapter", "text_model", "tokenizer", "precision",
-                                           "generation")}, root=str(settings["root"]))
+                                           "generation", "onnx")}, root=str(settings["root"]))
 
 
 def _chunk_files(output: Path) -> list[tuple[int, int, Path]]:

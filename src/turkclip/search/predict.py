@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from turkclip.embedding.embed import embed_texts, features
 from turkclip.errors import TurkclipError
 from turkclip.models.clip import Clip
-from turkclip.search.queries import photo_pixels
+from turkclip.search.encoder import photo_pixels
 
 
 @torch.inference_mode()
@@ -22,7 +22,7 @@ def predict(clip: Clip, image: str | Path, captions: list[str], lang: str = "tr"
     path = Path(image)
     if not path.is_file():
         raise TurkclipError(f"image not found: {path}")
-    pixels = photo_pixels(clip, path)
+    pixels = torch.from_numpy(photo_pixels(path, clip.preprocess.size))
     device = torch.device(device)
     model = clip.model.to(device).eval()
     image_emb = features(model.get_image_features(pixel_values=clip.preprocess.normalize(pixels.to(device)))).float()

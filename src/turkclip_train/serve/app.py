@@ -45,11 +45,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from turkclip.errors import TurkclipError
-from turkclip.models.text import TextEncoder
-from turkclip.search.language import index_language
+from turkclip.search.encoder import photo_pixels
 from turkclip.search.photo_files import inside
 from turkclip.search.photo_search import PhotoSearch
-from turkclip.search.queries import photo_pixels
 from turkclip.search.texts import check_query, parse_captions
 
 from .thumbnails import Thumbnails
@@ -72,8 +70,8 @@ def create_app(engine: PhotoSearch, photos: str | Path, max_upload_bytes: int = 
                   max_body_size=max_upload_bytes + FORM_BYTES)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts), www_redirect=False)
     index, photos = engine.index, Path(photos).resolve()
-    default_lang = index_language(index)
-    cased = not isinstance(engine.clip.text, TextEncoder)  # a swapped text tower reads case: Kedi ≠ kedi
+    default_lang = engine.lang
+    cased = engine.encoder.cased  # a swapped text tower reads case: Kedi ≠ kedi
     private = _private_paths([photos, index.folder, index.root, index.model, index.adapter, index.text_model,
                               index.tokenizer])
     decoding = anyio.CapacityLimiter(DECODE_THREADS)
@@ -128,7 +126,7 @@ def create_app(engine: PhotoSearch, photos: str | Path, max_upload_bytes: int = 
             raise TurkclipError("the uploaded file is empty: choose a photo")
         buffer = io.BytesIO(data)
         buffer.name = upload.filename or "the upload"
-        return await anyio.to_thread.run_sync(photo_pixels, engine.clip, buffer, limiter=decoding)
+        return await anyio.to_thread.run_sync(photo_pixels, buffer, engine.encoder.image_size, limiter=decoding)
 
     @app.post("/api/search-photo")
     async def search_photo(photo: Annotated[UploadFile, File()], k: Count = 24):
