@@ -72,7 +72,8 @@ def embed_images(model, pixels: torch.Tensor, preprocess: Preprocess, device: to
 
     Batches of 256 on an accelerator; of 64 on the CPU, where a batch's float pixels are the process's memory
     (600 KB an image at 224 px: 154 MB at 256, which made the peak RSS of a run grow with its validation split
-    until the split reached 256 images) and a larger batch is not faster."""
+    until the split reached 256 images) and a larger batch is not faster (ViT-B/32, 2 loaded cores, interleaved:
+    4.2-4.8 images/s at 64, 4.3-4.6 at 256; bench/RESULTS.md, 2026-12-05)."""
     batch_size = batch_size or (64 if device.type == "cpu" else 256)
     out = []
     starts = range(0, len(pixels), batch_size)
