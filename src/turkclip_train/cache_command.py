@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from turkclip import cache
+from turkclip import cache_folder as cache
 from turkclip.errors import TurkclipError
 
 

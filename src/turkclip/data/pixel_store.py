@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from turkclip.atomic import atomic_path
-from turkclip.cache import read_exact, touch, written
+from turkclip.cache import read_exact
+from turkclip.cache_folder import touch, written
 from turkclip.progress import bar as progress_bar
 
 

@@ -23,6 +23,7 @@ import torch
 
 from turkclip import cache
 from turkclip.atomic import atomic_path
+from turkclip.cache_folder import touch, written
 from turkclip.data.dataset import ImageTextSet
 from turkclip.data.images import Preprocess, decode_in_order, try_decode
 from turkclip.data.pixel_store import open_store, write_store
@@ -171,7 +172,7 @@ def _read_meta(folder: Path | None, key: str) -> dict | None:
     path = Path(folder) / f"shardset-{key}.json" if folder is not None else None
     if path is None or not path.is_file():
         return None
-    cache.touch(path)
+    touch(path)
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -180,7 +181,7 @@ def _write_meta(folder: Path | None, key: str, meta: dict) -> None:
         return
     with atomic_path(Path(folder) / f"shardset-{key}.json") as tmp:
         tmp.write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-    cache.written(Path(folder) / f"shardset-{key}.json")
+    written(Path(folder) / f"shardset-{key}.json")
 
 
 def _decode(paths: list[Path], key: str, size: int, cache_dir: Path | None):

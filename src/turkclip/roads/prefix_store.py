@@ -20,6 +20,7 @@ import torch
 
 from turkclip import cache
 from turkclip.atomic import atomic_path
+from turkclip.cache_folder import touch, written
 
 
 class PrefixStore:
@@ -62,8 +63,8 @@ def open_prefixes(folder: Path | None, key: str) -> PrefixStore | None:
         starts, pools, dim = f["starts"], f["pools"], int(f["dim"])
     if data.stat().st_size != int(starts[-1]) * dim * 4:
         return None
-    cache.touch(index)
-    cache.touch(data)
+    touch(index)
+    touch(data)
     return PrefixStore(data, starts, pools, dim)
 
 
@@ -86,5 +87,5 @@ def write_prefixes(folder: Path | None, key: str, states) -> PrefixStore:
     with atomic_path(data.with_suffix(".npz")) as tmp, tmp.open("wb") as f:
         np.savez(f, starts=starts, pools=pools, dim=dim)
     if keep_alive is None:
-        cache.written(data)
+        written(data)
     return PrefixStore(data, starts, pools, dim, keep_alive)
