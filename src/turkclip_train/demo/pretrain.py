@@ -7,6 +7,15 @@ text: Turkish words get word pieces of their own, whose embeddings English-only 
 updates. World, tokenizer and model live in the user cache under a key of everything they are
 made from, so a second `turkclip demo` (any --output) skips this stage; an interrupted stage 1
 continues from its last checkpoint.
+
+Stage 1 trains on one CPU thread, whatever the machine has, so that the same seed builds the same base
+everywhere (on one CPU type). It is the only stage that trains LayerNorm weights and the patch
+convolution, and their gradients on CPU are summed over rows in per-thread partial sums (ATen's
+LayerNorm backward, oneDNN's convolution backward): with 2 threads they differ from 1 thread in the
+last bits, and over thousands of steps the runs drift apart (seed 0's English base: 73.9 on one
+machine, 68.0 on another). Matmuls, softmax, attention, embeddings and plain sums give the same bits
+at any thread count, so stage 2 (LoRA or a text tower, LayerNorms frozen) and evaluation are left on
+every thread. The cost is measured in bench/RESULTS.md ("a demo that repeats").
 """
 
 from __future__ import annotations
@@ -14,8 +23,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import torch
 
 from turkclip import cache
 from turkclip.models.architectures import ARCHITECTURES, init_model
@@ -25,7 +37,10 @@ from turkclip_train.train import Interrupted, TrainConfig, train
 from .world import VERSION as WORLD_VERSION
 from .world import WorldFiles, build_tokenizer, build_world
 
-VERSION = 2  # 2: no weight decay on biases, LayerNorms, logit scale; logit scale capped at ln 100. Bump when stage 1 changes in a way its settings below do not show
+# 2: no weight decay on biases, LayerNorms, logit scale; logit scale capped at ln 100. 3: one thread (a base built
+# on 2 threads by version 2 is not the one every machine builds). Bump when stage 1 changes in a way its settings
+# below do not show.
+VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -67,10 +82,11 @@ def pretrain(stage: Stage1, seed: int, progress: bool = True) -> Base:
     print(f"stage 1: pretraining a small CLIP on English captions only ({stage.n_train} scenes, {stage.epochs} epochs;"
           f" cached in {root} for later runs)")
     try:
-        summary = train(TrainConfig(
-            captions=str(world.english), images=str(world.images), output=str(folder), model=str(root / "init"),
-            lang="en", lora=None, epochs=stage.epochs, batch_size=stage.batch_size, lr=stage.lr,
-            weight_decay=stage.weight_decay, precision="fp32", seed=seed, resume=True, progress=progress))
+        with one_thread():  # the same base on any machine: see the module docstring
+            summary = train(TrainConfig(
+                captions=str(world.english), images=str(world.images), output=str(folder), model=str(root / "init"),
+                lang="en", lora=None, epochs=stage.epochs, batch_size=stage.batch_size, lr=stage.lr,
+                weight_decay=stage.weight_decay, precision="fp32", seed=seed, resume=True, progress=progress))
     except Interrupted:
         raise Interrupted("interrupted during stage 1; run the same `turkclip demo` again to continue it") from None
     shutil.rmtree(folder / checkpoint.SUBFOLDER)  # done: the optimizer state is no longer needed
@@ -78,3 +94,14 @@ def pretrain(stage: Stage1, seed: int, progress: bool = True) -> Base:
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, done)  # written last: a half-trained stage 1 is never taken for a finished one
     return Base(world, folder, False, summary)
+
+
+@contextmanager
+def one_thread():
+    """torch's intra-op work on one thread inside the block, as many as before after it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
