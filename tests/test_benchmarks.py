@@ -8,12 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
+from test_cli import assert_one_line_error, turkclip
 from turkclip.data.benchmarks import read_benchmark
 from turkclip.errors import TurkclipError
 from turkclip.evaluation.metrics import clip_benchmark_names, retrieval_metrics
 from turkclip_train.cli import main
-
-from test_cli import assert_one_line_error, turkclip
 
 CAPTIONS = ["kırmızı bir top", "İki köpek koşuyor", "ağaçların altında bir kız", "şehirde ışıklı bir cadde",
             "göl kenarında oturan adam", "çimlerde uyuyan kedi"]

@@ -8,14 +8,13 @@ updates. World, tokenizer and model live in the user cache under a key of everyt
 made from, so a second `turkclip demo` (any --output) skips this stage; an interrupted stage 1
 continues from its last checkpoint.
 
-Stage 1 trains on one CPU thread, whatever the machine has, so that the same seed builds the same base
-everywhere (on one CPU type). It is the only stage that trains LayerNorm weights and the patch
-convolution, and their gradients on CPU are summed over rows in per-thread partial sums (ATen's
-LayerNorm backward, oneDNN's convolution backward): with 2 threads they differ from 1 thread in the
-last bits, and over thousands of steps the runs drift apart (seed 0's English base: 73.9 on one
-machine, 68.0 on another). Matmuls, softmax, attention, embeddings and plain sums give the same bits
-at any thread count, so stage 2 (LoRA or a text tower, LayerNorms frozen) and evaluation are left on
-every thread. The cost is measured in bench/RESULTS.md ("a demo that repeats").
+Stage 1 trains on one CPU thread, whatever the machine has (as the whole demo does, run.py), so that
+the same seed builds the same base on every machine of one CPU type. Several of torch's CPU backward
+kernels sum over rows in per-thread partial sums whose split depends on the thread count — LayerNorm's
+weight gradient, the patch convolution's, the token embedding's — so 2 threads give other last bits
+than 1, and over thousands of steps the runs drift apart (seed 0's English base: 73.9 on one machine,
+68.0 on another). The cache is written here, so whoever calls `pretrain` gets the same base. The cost
+is measured in bench/RESULTS.md ("a demo that repeats").
 """
 
 from __future__ import annotations
@@ -37,9 +36,8 @@ from turkclip_train.train import Interrupted, TrainConfig, train
 from .world import VERSION as WORLD_VERSION
 from .world import WorldFiles, build_tokenizer, build_world
 
-# 2: no weight decay on biases, LayerNorms, logit scale; logit scale capped at ln 100. 3: one thread (a base built
-# on 2 threads by version 2 is not the one every machine builds). Bump when stage 1 changes in a way its settings
-# below do not show.
+# 2: no weight decay on biases, LayerNorms, logit scale; logit scale capped at ln 100. 3: one thread (a version-2 base
+# depends on the thread count it was built with). Bump when stage 1 changes in a way its settings below do not show.
 VERSION = 3
 
 
