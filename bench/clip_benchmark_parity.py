@@ -22,6 +22,8 @@ dependencies pull a CUDA torch and open_clip, which these modules do not use, he
 
     pip install --no-deps --target /tmp/cb-deps clip_benchmark==1.6.2 requests urllib3 charset-normalizer certifi
     PYTHONPATH=src:/tmp/cb-deps .venv/bin/python bench/clip_benchmark_parity.py [--model M --adapter A]
+
+Prints the setting (date, machine, load) and a markdown table for bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -214,7 +216,6 @@ def main() -> None:
     parser.add_argument("--sets", help="real files instead of the demo world's: CLIP_benchmark's dataset root holding"
                         " xm3600/, xtd10/, xtd200/, flickr30k-200/ (those present are compared); needs --model")
     parser.add_argument("--lang", default="tr", help="with --sets: the language (default tr)")
-    parser.add_argument("--results", action="store_true", help="append the table to bench/RESULTS.md")
     args = parser.parse_args()
     if args.sets and not args.model:
         parser.error("--sets needs --model (and --adapter, if the model has one)")
@@ -235,15 +236,11 @@ def main() -> None:
             what = (f"{len(scenes)} quick-demo-world scenes in each published layout, Turkish captions, the quick"
                     f" demo's base + LoRA adapter; {MISSING_XTD10} images missing from the XTD10 folder")
         table, worst = compare(root, names, model, adapter, lang, work)
+    print(f"{time.strftime('%Y-%m-%d')}, CLIP_benchmark {version('clip_benchmark')}: {what}."
+          f" {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__},"
+          f" load {load:.1f} at the start; {time.time() - started:.0f} s.\n")
     print(table)
-    print(f"largest difference: {worst:.4f} points (target: 0.01)")
-    if args.results:
-        with (Path(__file__).resolve().parent / "RESULTS.md").open("a", encoding="utf-8") as f:
-            f.write(f"\n\n# {time.strftime('%Y-%m-%d')}: `turkclip evaluate --benchmark` against CLIP_benchmark"
-                    f" {version('clip_benchmark')} (issue 18)\n\n`bench/clip_benchmark_parity.py`: {what}."
-                    f" {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__},"
-                    f" load {load:.1f} at the start; {time.time() - started:.0f} s.\n\n{table}\n\n"
-                    f"Largest difference: {worst:.4f} points (target 0.01).\n")
+    print(f"\nLargest difference: {worst:.4f} points (target 0.01).")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ Each run is a fresh `turkclip demo` (stage 1 built from scratch in its own TURKC
 
 Runs are interleaved (1, 2, old-2, 1, 2, old-2, ...) so load changes hit every mode alike.
 
-    PYTHONPATH=src nice -n 5 .venv/bin/python bench/demo_threads.py [--full] [--repeats 2] [--modes 1,2,old-2] [--results]
+    PYTHONPATH=src nice -n 5 .venv/bin/python bench/demo_threads.py [--full] [--repeats 2] [--modes 1,2,old-2]
+
+Prints the setting and a markdown table (each run's load at its start) for bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -67,30 +69,24 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--modes", default="1,2,old-2")
-    parser.add_argument("--results", action="store_true", help="append the table to bench/RESULTS.md")
     args = parser.parse_args()
     modes = args.modes.split(",")
     with tempfile.TemporaryDirectory(prefix="demo-threads-") as tmp:
         runs = [run_once(mode, args.seed, not args.full, Path(tmp)) for _ in range(args.repeats) for mode in modes]
     first = {m: next(r for r in runs if r["mode"] == m) for m in modes}
-    rows = ["| mode | torch threads (stage 1, stage 2) | load at start | wall s | stage 1 s | Turkish t→i | Turkish i→t"
-            " | unseen pairs | English before → after | same metrics as mode 1's first run |",
+    rows = [("| mode | torch threads (stage 1, stage 2) | load at start | wall s | stage 1 s | Turkish t→i | Turkish i→t"
+             " | unseen pairs | English before → after | same metrics as mode 1's first run |"),
             "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in runs:
         same = r["metrics"] == first[modes[0]]["metrics"]
         rows.append(f"| {r['mode']} | {r['threads'].get('stage 1')}, {r['threads'].get('stage 2')} | {r['load']:.1f} |"
                     f" {r['wall']:.0f} | {r['stage1_seconds']:.0f} | {r['tr']:.2f} | {r['tr_i2t']:.2f} |"
                     f" {r['unseen']:.2f} | {r['en_before']:.2f} → {r['en']:.2f} | {'yes' if same else 'no'} |")
-    table = "\n".join(rows)
-    print(table)
-    if args.results:
-        with (Path(__file__).resolve().parent / "RESULTS.md").open("a", encoding="utf-8") as f:
-            f.write(f"\n\n# {time.strftime('%Y-%m-%d')}: a demo that repeats — `turkclip demo --seed {args.seed}"
-                    f"{'' if args.full else ' --quick'}` at 1 and 2 threads (issue 18)\n\n`bench/demo_threads.py"
-                    f"{' --full' if args.full else ''} --repeats {args.repeats} --modes {args.modes}`:"
-                    f" {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch"
-                    f" {torch.__version__}; every run builds stage 1 afresh; R@1 %, 500 (full) / 100 (quick) held-out"
-                    f" scenes.\n\n{table}\n")
+    print(f"{time.strftime('%Y-%m-%d')}: `bench/demo_threads.py{' --full' if args.full else ''} --seed {args.seed}"
+          f" --repeats {args.repeats} --modes {args.modes}`; {platform.processor() or platform.machine()},"
+          f" {os.cpu_count()} cores, torch {torch.__version__}; every run builds stage 1 afresh; R@1 % on the"
+          f" {'500' if args.full else '100'} held-out scenes.\n")
+    print("\n".join(rows))
 
 
 if __name__ == "__main__":
