@@ -9,6 +9,9 @@
    - both: the two side by side, in one table and one figure.
 4. `evaluate()` measures held-out test scenes in Turkish and English, before and after, loading what
    stage 2 wrote from its folder the way `turkclip evaluate --adapter / --text-model` does.
+
+The demo runs on one CPU thread: with more, torch's CPU training sums gradients in another order
+(pretrain.py says where) and a seed's numbers would depend on the machine's core count.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from turkclip_train.logs import plot_curves
 from turkclip_train.report import format_table
 
 from .figures import Example, plot_examples, plot_routes
-from .pretrain import Base, Stage1, pretrain
+from .pretrain import Base, Stage1, one_thread, pretrain
 from .routes import LoraRecipe, TowerRecipe, train_lora, train_tower
 from .world import make_scenes
 
@@ -52,6 +55,11 @@ LABELS = {"lora": "LoRA adapter", "text-tower": "text tower"}
 
 
 def run_demo(output: Path, seed: int = 0, quick: bool = False, route: str = "lora") -> dict:
+    with one_thread():  # the same numbers on 1 core or 64 (see the module docstring)
+        return _run_demo(output, seed, quick, route)
+
+
+def _run_demo(output: Path, seed: int, quick: bool, route: str) -> dict:
     started = time.perf_counter()
     stage1, lora_recipe, tower_recipe = QUICK if quick else FULL
     routes = list(ROUTES) if route == "both" else [route]
