@@ -65,7 +65,7 @@ def main() -> None:
     def evaluate_path() -> float:
         t = time.perf_counter()
         pixels, kept, bad = load_images(folder, names, clip.preprocess.size)
-        embed_images(model, pixels, clip.preprocess, device, precision, progress=False)
+        embed_images(model, torch.from_numpy(pixels), clip.preprocess, device, precision, progress=False)
         return time.perf_counter() - t
 
     from turkclip.roads import load_clip

@@ -62,3 +62,14 @@ def train_captions(captions: str) -> list[tuple[str, list[str]]]:
     return [(im["filename"], [s["raw"] for s in im["sentences"]]) for im in doc["images"] if im["split"] == "train"]
 
 
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the architecture: what a report's machine line says."""
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    import platform
+
+    return platform.machine()

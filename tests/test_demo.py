@@ -57,6 +57,16 @@ def test_quick_demo_end_to_end(tmp_path):
         adapted = model.get_text_features(**tokens).pooler_output
     assert not torch.allclose(plain, adapted, atol=1e-4)
 
+    # The start-here path the demo prints (and the README shows): index its test scenes with the base and the
+    # adapter it wrote into --output, then search them in Turkish.
+    from turkclip_train.cli import main
+
+    out = tmp_path / "one"
+    assert len(list((out / "photos").glob("*.png"))) == 100 and (out / "base" / "config.json").is_file()
+    assert main(["index", str(out / "photos"), "--model", str(out / "base"), "--adapter", str(out / "adapter"),
+                 "--output", str(out / "index"), "--no-progress"]) == 0
+    assert main(["search", str(out / "index"), "iki kırmızı daire", "-k", "3", "--json"]) == 0
+
     # A second demo (another --output) reuses the cached stage 1 and reproduces the numbers.
     weights = stage1 / "model.safetensors"
     stamp = weights.stat().st_mtime_ns

@@ -6,12 +6,8 @@ import json
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
-from turkclip.errors import TurkclipError
-from turkclip.search import queries
-from turkclip.search.classify import TURKISH_TEMPLATES, label_embeddings, parse_labels
+from turkclip.search.classify import TURKISH_TEMPLATES, label_embeddings
 from turkclip.search.photo_index import build_index
 from turkclip.search.photo_search import Searcher
 from turkclip_train.cli import main
@@ -59,12 +55,16 @@ def test_search_refuses_another_model_and_bad_input(index, tmp_path, capsys):
         assert message in err and err.count("\n") == 1, err
 
 
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+
+
 def test_exact_search_ranks_like_a_full_sort():
     rng = np.random.default_rng(0)
-    vectors = F.normalize(torch.from_numpy(rng.standard_normal((500, 16)).astype(np.float32)), dim=-1)
+    vectors = _unit(rng.standard_normal((500, 16)))
     q = vectors[:3] + 0.1
     scores, rows = Searcher(vectors, use_faiss=False).search(q, 10)
-    full = (q @ vectors.T).numpy()
+    full = q @ vectors.T
     assert (rows == np.argsort(-full, axis=1)[:, :10]).all()
     assert np.allclose(scores, np.sort(full, axis=1)[:, ::-1][:, :10], atol=1e-5)
 
@@ -74,7 +74,7 @@ def test_faiss_search_agrees_with_exact_on_clustered_vectors():
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((50, 32))
     vectors = centres[rng.integers(0, 50, 4000)] + 0.5 * rng.standard_normal((4000, 32))
-    vectors = F.normalize(torch.from_numpy(vectors.astype(np.float32)), dim=-1)
+    vectors = _unit(vectors)
     q = vectors[rng.choice(4000, 50, replace=False)] + 0.05
     approx = Searcher(vectors, use_faiss=True)
     assert approx.kind == "faiss-ivf"
@@ -102,21 +102,23 @@ def test_classify_json_probabilities(tiny_model, tiny_images, capsys, tmp_path):
 
 def test_labels_are_ensembles_of_turkish_templates(tiny_model):
     from turkclip.roads import load_clip
+    from turkclip.search.torch_encoder import TorchEncoder
 
-    clip = load_clip(str(tiny_model))
-    got = label_embeddings(clip, ["kedi", "köpek"])
-    each = queries.encode_queries(clip, [t.format("köpek") for t in TURKISH_TEMPLATES])
-    assert torch.allclose(got[1], F.normalize(each.mean(0), dim=-1), atol=1e-5)
-    assert parse_labels("kedi, köpek\nkuş") == ["kedi", "köpek", "kuş"]
-    with pytest.raises(TurkclipError, match="twice"):
-        parse_labels("kedi,kedi")
+    encoder = TorchEncoder(load_clip(str(tiny_model)))
+    got = label_embeddings(encoder, ["kedi", "köpek"])
+    each = encoder.texts([t.format("köpek") for t in TURKISH_TEMPLATES])
+    mean = each.mean(0)
+    assert np.allclose(got[1], mean / np.linalg.norm(mean), atol=1e-5)
 
 
-def test_every_text_query_goes_through_encode_queries(index, tiny_model, tiny_images, monkeypatch, capsys):
-    """The hook a swapped text tower plugs into: search queries and classify's label prompts both call it."""
+def test_every_text_query_goes_through_the_encoder(index, tiny_model, tiny_images, monkeypatch, capsys):
+    """The one route for text (a swapped text tower or an ONNX export plugs in there): search queries and classify's
+    label prompts both take it."""
+    from turkclip.search.torch_encoder import TorchEncoder
+
     seen = []
-    real = queries.encode_queries
-    monkeypatch.setattr(queries, "encode_queries", lambda clip, texts, *a, **k: seen.extend(texts) or real(clip, texts, *a, **k))
+    real = TorchEncoder.texts
+    monkeypatch.setattr(TorchEncoder, "texts", lambda self, texts, *a, **k: seen.extend(texts) or real(self, texts, *a, **k))
     assert main(["search", str(index), "deniz kenarı", "--json"]) == 0
     assert main(["classify", "--model", str(tiny_model), str(tiny_images / "00.jpg"), "--labels", "kedi"]) == 0
     capsys.readouterr()
@@ -137,7 +139,7 @@ def test_server_side_faiss_index_is_saved_and_reused(index, monkeypatch):
 
     idx = open_index(index)
     built = search.open_search(idx, use_faiss=True)
-    assert built.searcher.kind == "faiss-ivf" and (index / f"faiss-ivf-g{idx.generation}.index").is_file()
+    assert built.searcher.kind == "faiss-ivf" and len(list(index.glob("faiss-ivf-*.index"))) == 1
     exact = search.open_search(idx, use_faiss=False)
     assert [h.path for h in built.text("kedi", 5)] == [h.path for h in exact.text("kedi", 5)]  # one list: exhaustive
 

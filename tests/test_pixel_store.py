@@ -42,6 +42,7 @@ def test_a_set_decodes_once_then_reads_the_store_and_matches_in_memory_decoding(
     data = load_image_text_set(captions, tiny_images, Preprocess(size=16), cache_dir=tmp_path / "cache")
     assert isinstance(data.pixels, PixelStore)
     expected, kept, bad = load_images(tiny_images, [f"{i:02d}.jpg" for i in range(12)], 16)
+    expected = torch.from_numpy(expected)
     assert torch.equal(data.pixels[:], expected) and not bad
     import turkclip.data.dataset as dataset
 

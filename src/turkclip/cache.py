@@ -14,13 +14,14 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, safe_open, save_file
+
+from turkclip.atomic import atomic_path
 
 
 def default_dir() -> Path:
@@ -61,22 +62,6 @@ def load(folder: Path | None, kind: str, key: str) -> tuple[dict[str, torch.Tens
     with safe_open(path, "pt") as f:
         meta = json.loads((f.metadata() or {}).get("turkclip", "{}"))
     return load_file(path), meta
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """A temporary name beside `path` to write to, renamed to `path` when the block ends without an error and
-    removed otherwise: a reader (or a run killed mid-write) sees the old file or the whole new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def save(folder: Path | None, kind: str, key: str, tensors: dict[str, torch.Tensor], meta: dict) -> None:

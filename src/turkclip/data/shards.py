@@ -26,6 +26,7 @@ from typing import Iterator
 from braceexpand import braceexpand
 
 from turkclip import cache
+from turkclip.atomic import atomic_path
 from turkclip.data.dataset import ImageTextSet
 from turkclip.data.images import Preprocess, decode_in_order, try_decode
 from turkclip.data.pixel_store import open_store, write_store
@@ -175,7 +176,7 @@ def unpack_images(pattern: str, folder: str | Path) -> tuple[int, int, list[tupl
         if target.is_file() and target.stat().st_size == len(sample.image):
             kept += 1
             continue
-        with cache.atomic_path(target) as tmp:
+        with atomic_path(target) as tmp:
             tmp.write_bytes(sample.image)
         written += 1
     return written, kept, problems

@@ -6,22 +6,31 @@ items' order: shares are padded to the longest for one `all_gather` and the padd
 collectives run on the CPU under gloo and on the process's GPU under NCCL.
 
 Without an initialised group of two or more processes every function here is the plain one-process path:
-`embed(items, fn)` is `fn(items)`, no copy, no communication.
+`embed(items, fn)` is `fn(items)`, no copy, no communication. Only a process that imported torch can be in a group,
+so this module imports it only then: the ONNX runtime builds photo indexes through it without torch.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import sys
+from typing import TYPE_CHECKING, Callable
 
-import torch
-import torch.distributed as dist
+import numpy as np
+
+if TYPE_CHECKING:
+    import torch
+
+
+def _group():
+    """torch.distributed when this process belongs to an initialised group, else None."""
+    dist = sys.modules.get("torch.distributed")  # a process that never imported torch is alone
+    return dist if dist is not None and dist.is_available() and dist.is_initialized() else None
 
 
 def rank_and_world() -> tuple[int, int]:
     """(this process's rank, number of processes); (0, 1) without a group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    dist = _group()
+    return (dist.get_rank(), dist.get_world_size()) if dist is not None else (0, 1)
 
 
 def is_writer() -> bool:
@@ -67,9 +76,12 @@ def embed(items, fn: Callable[..., torch.Tensor]) -> torch.Tensor:
 def gather_rows(rows: torch.Tensor | None) -> torch.Tensor:
     """Every process's rows [n_rank, D] (None: no rows here) concatenated in rank order, float32 on the CPU,
     on every process. Called by every process of the group."""
+    import torch
+
     rank, world = rank_and_world()
     if world == 1:
         return rows.float().cpu() if rows is not None else torch.zeros(0, 0)
+    dist = _group()
     device = _collective_device()
     n, dim = (0, -1) if rows is None else rows.shape  # a process without rows learns D from the others
     shapes = [torch.zeros(2, dtype=torch.long, device=device) for _ in range(world)]
@@ -87,7 +99,18 @@ def gather_rows(rows: torch.Tensor | None) -> torch.Tensor:
 
 def join(parts: list[torch.Tensor], sizes: list[int]) -> torch.Tensor:
     """Padded parts (one per rank, in rank order) → their first `sizes[r]` rows each, concatenated."""
+    import torch
+
     return torch.cat([part[:n] for part, n in zip(parts, sizes)])
+
+
+def gather_arrays(rows: np.ndarray | None) -> np.ndarray:
+    """`gather_rows` for numpy rows (a photo index's); alone, torch plays no part."""
+    if rank_and_world()[1] == 1:
+        return rows if rows is not None else np.zeros((0, 0), np.float32)
+    import torch
+
+    return gather_rows(None if rows is None else torch.from_numpy(rows)).numpy()
 
 
 def gather_objects(obj) -> list:
@@ -96,7 +119,7 @@ def gather_objects(obj) -> list:
     if world == 1:
         return [obj]
     out = [None] * world
-    dist.all_gather_object(out, obj)
+    _group().all_gather_object(out, obj)
     return out
 
 
@@ -112,7 +135,7 @@ def once(fn: Callable):
             box[0] = (True, fn())
         except Exception as e:  # handed on, then raised everywhere below
             box[0] = (False, e)
-    dist.broadcast_object_list(box, src=0)
+    _group().broadcast_object_list(box, src=0)
     ok, value = box[0]
     if not ok:
         raise value
@@ -121,6 +144,8 @@ def once(fn: Callable):
 
 def _collective_device() -> torch.device:
     """NCCL moves GPU tensors only; gloo (and a cpu:gloo,cuda:nccl pair for CPU tensors) CPU ones."""
-    if dist.get_backend() == "nccl":
+    import torch
+
+    if _group().get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")

@@ -12,17 +12,21 @@ Two things happen here that CLIP's own tokenizer gets wrong or leaves to the cal
 from __future__ import annotations
 
 import unicodedata
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # annotations only: checking what a user typed (turkclip.search.texts) and the ONNX runtime need
+    import torch  # no torch
 
-_TURKISH_UPPER = str.maketrans({"I": "ı", "İ": "i"})
+# Per language, the capitals whose lower case differs from Unicode's default; a language listed here is lower-cased
+# after the fold (the others are left to the tokenizer's own lower-casing). Written into ONNX exports' manifest.
+CASE_FOLDS = {"tr": {"I": "ı", "İ": "i"}}
 
 
-def normalize(text: str, lang: str = "tr") -> str:
-    """Unicode-normalise (NFC), collapse whitespace and, for Turkish, fold case the Turkish way."""
+def normalize(text: str, lang: str = "tr", folds: dict[str, dict[str, str]] = CASE_FOLDS) -> str:
+    """Unicode-normalise (NFC), collapse whitespace and, for a language in `folds` (Turkish), fold case its way."""
     text = " ".join(unicodedata.normalize("NFC", text).split())
-    if lang == "tr":
-        text = text.translate(_TURKISH_UPPER).lower()
+    if lang in folds:
+        text = text.translate(str.maketrans(folds[lang])).lower()
     return text
 
 

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 from turkclip.errors import TurkclipError
-from turkclip.models.clip import Clip
-from turkclip.search import (
-    queries,  # queries.encode_queries: the one route for text (a swapped text tower plugs in there)
-)
+from turkclip.search.encoder import Encoder, encode_photo
 
 TURKISH_TEMPLATES = (
     "bir {} fotoğrafı",
@@ -31,39 +27,30 @@ TURKISH_TEMPLATES = (
 AS_IS = ("{}",)  # captions that are already sentences (the predict/upload page case)
 
 
-def parse_labels(text: str) -> list[str]:
-    """'kedi, köpek,kuş' or one label per line → ['kedi', 'köpek', 'kuş'] (duplicates refused)."""
-    labels = [part.strip() for line in text.splitlines() for part in line.split(",")]
-    labels = [label for label in labels if label]
-    if not labels:
-        raise TurkclipError("give at least one label (comma-separated, or one per line)")
-    dupes = sorted({label for label in labels if labels.count(label) > 1})
-    if dupes:
-        raise TurkclipError(f"label given twice: {', '.join(dupes)}")
-    return labels
-
-
-@torch.inference_mode()
-def label_embeddings(clip: Clip, labels: list[str], templates=TURKISH_TEMPLATES, lang: str = "tr",
-                     device: torch.device | str = "cpu", precision: str = "fp32") -> torch.Tensor:
+def label_embeddings(encoder: Encoder, labels: list[str], templates=TURKISH_TEMPLATES, lang: str = "tr") -> np.ndarray:
     """One unit vector per label: the normalised mean over templates [L, D]."""
     if not labels:
         raise TurkclipError("give at least one label")
     texts = [t.format(label) for label in labels for t in templates]
-    emb = queries.encode_queries(clip, texts, lang, device, precision).view(len(labels), len(templates), -1)
-    return F.normalize(emb.mean(1), dim=-1)
+    mean = encoder.texts(texts, lang).reshape(len(labels), len(templates), -1).mean(1)
+    return mean / np.linalg.norm(mean, axis=-1, keepdims=True)
 
 
-@torch.inference_mode()
-def classify(clip: Clip, images: list, labels: list[str], templates=TURKISH_TEMPLATES, lang: str = "tr",
-             device: torch.device | str = "cpu", precision: str = "fp32") -> list[list[tuple[str, float]]]:
+def classify(encoder: Encoder, images: list, labels: list[str], templates=TURKISH_TEMPLATES,
+             lang: str = "tr") -> list[list[tuple[str, float]]]:
     """For each image (a path or an open binary file): [(label, probability)], most likely first."""
-    targets = label_embeddings(clip, labels, templates, lang, device, precision)
-    scale = clip.model.logit_scale.exp().float().cpu()
+    targets = label_embeddings(encoder, labels, templates, lang)
     results = []
     for image in images:
         if isinstance(image, (str, Path)) and not Path(image).is_file():
             raise TurkclipError(f"image not found: {image}")
-        probs = (scale * queries.encode_photo(clip, image, device, precision) @ targets.t()).softmax(-1)[0]
-        results.append(sorted(zip(labels, probs.tolist()), key=lambda lp: -lp[1]))
+        results.append(rank(encoder, labels, targets, encode_photo(encoder, image)))
     return results
+
+
+def rank(encoder: Encoder, labels: list[str], targets: np.ndarray, image: np.ndarray) -> list[tuple[str, float]]:
+    """One image embedding [1, D] against `label_embeddings` [L, D]: [(label, probability)], most likely first."""
+    logits = encoder.logit_scale * image[0] @ targets.T
+    probs = np.exp(logits - logits.max())
+    probs /= probs.sum()
+    return sorted(zip(labels, probs.tolist()), key=lambda lp: -lp[1])

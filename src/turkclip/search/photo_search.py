@@ -7,7 +7,10 @@ project's 2-core CPU (bench/search_bench.py, one thread) a query takes ~1 ms at 
 inverted-file FAISS index instead (IVF-Flat, inner product, sqrt(N) lists, `NPROBE` visited):
 ~6 ms at 100k and ~22 ms at 1M with recall@10 >= 0.99 against exact on the bench's clustered
 synthetic vectors, for a one-off build (10 s at 100k, ~3.5 min at 1M on that loaded machine), saved in the index
-folder (`faiss-ivf-g<generation>.index`) so the next server start reads it instead.
+folder so the next server start reads it instead. The saved file is named by a fingerprint of the vectors it was
+built from and a checksum of its own bytes (`faiss-ivf-<vectors>-<file>.index`): a file built from other vectors is
+never used, and a damaged one is rebuilt. When the file cannot be read or written (a damaged file, a read-only or
+full index folder) the index is built in memory and the server starts anyway, with a note.
 A single query from the command line always searches exactly: one pass costs less than a build.
 
 Memory: 2 GiB per million photos for the float32 gallery, plus 2 GiB for IVF-Flat's own copy.
@@ -15,17 +18,18 @@ Memory: 2 GiB per million photos for the float32 gallery, plus 2 GiB for IVF-Fla
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from turkclip.errors import TurkclipError
-from turkclip.models.clip import Clip
+from turkclip.search.encoder import Encoder, open_encoder, photo_pixels
 from turkclip.search.photo_index import PhotoIndex, check_model
 
 FAISS_FROM = 100_000  # photos; below this exact search wins (see the module docstring)
@@ -36,26 +40,29 @@ TRAIN_PER_LIST = 40  # k-means training points per IVF list (FAISS warns below 3
 class Searcher:
     """Top-k inner-product search over fixed float32 unit vectors [N, D]."""
 
-    def __init__(self, embeddings: torch.Tensor, use_faiss: bool | None = None, nprobe: int = NPROBE,
-                 saved: Path | None = None):
-        """saved: a file to keep the built FAISS index in (read back next time instead of rebuilding)."""
-        self.vectors = np.ascontiguousarray(embeddings.float().numpy())
+    def __init__(self, embeddings: np.ndarray, use_faiss: bool | None = None, nprobe: int = NPROBE,
+                 saved_in: Path | None = None):
+        """saved_in: a folder to keep the built FAISS index in (read back next time instead of rebuilding)."""
+        self.vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
         self.n = len(self.vectors)
         if use_faiss is None:  # auto: FAISS for large galleries, when it is installed
             use_faiss = self.n >= FAISS_FROM and _have_faiss()
         self.index = None
         if use_faiss and self.n:
-            self.index = _load_ivf(saved, self.n) or build_ivf(self.vectors, nprobe)
+            key = _vectors_key(self.vectors)
+            self.index = _load_ivf(saved_in, key, self.vectors.shape) if saved_in is not None else None
+            if self.index is None:
+                self.index = build_ivf(self.vectors, nprobe)
+                if saved_in is not None:
+                    _save_ivf(self.index, saved_in, key)
             self.index.nprobe = min(nprobe, self.index.nlist)
-            if saved is not None and not saved.exists():
-                _save_ivf(self.index, saved)
         self._lock = threading.Lock()  # FAISS search is thread-safe, but numpy's BLAS pool should not be oversubscribed
 
     @property
     def kind(self) -> str:
         return "faiss-ivf" if self.index is not None else "exact"
 
-    def search(self, queries: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(scores [Q, k], rows [Q, k]) best first; k is capped at the gallery size."""
         q = np.ascontiguousarray(np.asarray(queries, dtype=np.float32).reshape(-1, self.vectors.shape[1]))
         k = max(0, min(k, self.n))
@@ -82,27 +89,48 @@ def _have_faiss() -> bool:
     return True
 
 
-def _load_ivf(path: Path | None, n: int):
-    if path is None or not path.is_file():
-        return None
+def _vectors_key(vectors: np.ndarray) -> str:
+    """Names the FAISS file built from exactly these vectors with these build settings."""
+    h = hashlib.sha256(f"ivf-flat {TRAIN_PER_LIST} {vectors.shape}".encode())
+    h.update(vectors.view(np.uint8))
+    return h.hexdigest()[:32]
+
+
+def _load_ivf(folder: Path, key: str, shape: tuple[int, int]):
+    """The FAISS index saved for these vectors, or None (none saved; a damaged or foreign file is noted)."""
     import faiss
 
-    index = faiss.read_index(str(path))
-    return index if index.ntotal == n else None
+    for path in sorted(p for p in folder.glob(f"faiss-ivf-{key}-*.index") if p.is_file()):
+        try:
+            with path.open("rb") as f:
+                intact = hashlib.file_digest(f, "sha256").hexdigest()[:16] == path.stem.rsplit("-", 1)[1]
+            index = faiss.read_index(str(path)) if intact else None
+        except (OSError, RuntimeError):  # unreadable; FAISS raises RuntimeError on a file it cannot parse
+            index = None
+        if (isinstance(index, faiss.IndexIVFFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
+                and (index.ntotal, index.d) == shape):
+            return index
+        print(f"note: {path} is damaged: the FAISS index is built again", file=sys.stderr)
+    return None
 
 
-def _save_ivf(index, path: Path) -> None:
-    """Atomically, beside the photo index; older generations' files are removed."""
+def _save_ivf(index, folder: Path, key: str) -> None:
+    """Beside the photo index, named by the vectors' key and its own checksum; files for other vectors are
+    removed. A folder that cannot take it (read-only, full) only costs a rebuild at the next start."""
     import faiss
 
-    tmp = path.with_suffix(".tmp")
+    tmp = folder / f".faiss-ivf-{key}.tmp"
     try:
         faiss.write_index(index, str(tmp))
+        with tmp.open("rb") as f:
+            path = folder / f"faiss-ivf-{key}-{hashlib.file_digest(f, 'sha256').hexdigest()[:16]}.index"
         os.replace(tmp, path)
-    except OSError:  # a read-only index folder: rebuild next time
+    except (OSError, RuntimeError) as e:  # FAISS raises RuntimeError when it cannot write
+        print(f"note: could not save the FAISS index in {folder} ({(str(e).splitlines() or [type(e).__name__])[-1]}):"
+              " it is kept in memory and built again at the next start", file=sys.stderr)
         tmp.unlink(missing_ok=True)
         return
-    for old in path.parent.glob("faiss-ivf-g*.index"):
+    for old in folder.glob("faiss-ivf-*.index"):
         if old != path:
             old.unlink(missing_ok=True)
 
@@ -135,29 +163,44 @@ class Hit:
 
 
 class PhotoSearch:
-    """An opened index plus the model its queries must be embedded with."""
+    """An opened index plus the encoder its queries must be embedded with."""
 
-    def __init__(self, index: PhotoIndex, clip: Clip, device: torch.device | str = "cpu",
-                 use_faiss: bool | None = None):
-        self.index, self.clip, self.device = index, clip, torch.device(device)
-        saved = index.folder / f"faiss-ivf-g{index.generation}.index"  # the generation changes with every update
-        self.searcher = Searcher(index.embeddings, use_faiss, saved=saved)
+    def __init__(self, index: PhotoIndex, encoder: Encoder, use_faiss: bool | None = None):
+        self.index, self.encoder = index, encoder
+        self.searcher = Searcher(index.embeddings, use_faiss, saved_in=index.folder)
         self.model_lock = threading.Lock()  # one forward pass at a time: threads would fight over the cores
 
-    def text(self, query: str, k: int = 10, lang: str = "tr") -> list[Hit]:
-        from turkclip.search import queries
+    @property
+    def lang(self) -> str:
+        """The language queries are in when the user does not say: the export's, else the index's road's."""
+        from turkclip.search.language import index_language
 
+        return self.encoder.lang or index_language(self.index)
+
+    def text(self, query: str, k: int = 10, lang: str = "tr") -> list[Hit]:
         with self.model_lock:
-            q = queries.encode_queries(self.clip, [query], lang, self.device, self.index.precision)
+            q = self.encoder.texts([query], lang)
         return self._hits(q, k)
 
     def photo(self, photo, k: int = 10) -> list[Hit]:
         """Photos like `photo` (a path or an open binary file)."""
-        from turkclip.search import queries
+        return self.like_pixels(photo_pixels(photo, self.encoder.image_size), k)
+
+    def like_pixels(self, pixels: np.ndarray, k: int = 10) -> list[Hit]:
+        """Photos like a decoded photo (`encoder.photo_pixels`): a server decodes uploads before it waits for the
+        model, so no one else waits for a decode."""
+        with self.model_lock:
+            q = self.encoder.pixels(pixels)
+        return self._hits(q, k)
+
+    def rank_captions(self, pixels: np.ndarray, captions: list[str], lang: str = "tr") -> list[tuple[str, float]]:
+        """A decoded photo's probability for each caption (as written: no templates), most likely first."""
+        from turkclip.search.classify import AS_IS, label_embeddings, rank
 
         with self.model_lock:
-            q = queries.encode_photo(self.clip, photo, self.device, self.index.precision)
-        return self._hits(q, k)
+            targets = label_embeddings(self.encoder, captions, AS_IS, lang)
+            image = self.encoder.pixels(pixels)
+        return rank(self.encoder, captions, targets, image)
 
     def similar(self, path: str, k: int = 10) -> list[Hit]:
         """Photos like an indexed one (its stored embedding; itself left out)."""
@@ -166,7 +209,7 @@ class PhotoSearch:
             raise TurkclipError(f"{path} is not in the index")
         return [h for h in self._hits(self.index.embeddings[row : row + 1], k + 1) if h.path != path][:k]
 
-    def _hits(self, q: torch.Tensor, k: int) -> list[Hit]:
+    def _hits(self, q: np.ndarray, k: int) -> list[Hit]:
         if k < 1:
             raise TurkclipError(f"-k must be at least 1, not {k}")
         scores, rows = self.searcher.search(q, k)
@@ -174,20 +217,43 @@ class PhotoSearch:
 
 
 def open_search(index: PhotoIndex, model: str | None = None, adapter: str | None = None,
-                tokenizer: str | None = None, device: torch.device | str = "cpu",
-                use_faiss: bool | None = None, text_model: str | None = None) -> PhotoSearch:
+                tokenizer: str | None = None, device=None, use_faiss: bool | None = None,
+                text_model: str | None = None, onnx: str | Path | None = None) -> PhotoSearch:
     """Load the model `index` was built with (refusing another one) and get ready to search.
 
-    use_faiss: None = from FAISS_FROM photos on (a server answering many queries); False for a
-    single query, where building the FAISS index would cost more than one exact pass."""
-    from turkclip.roads import load_clip
-
-    check_model(index, model, adapter, text_model)
-    clip = load_clip(index.model, tokenizer or index.tokenizer, adapter=index.adapter,
-                     text_model=text_model or index.text_model)
-    clip.model.eval()
-    width = clip.model.config.projection_dim if hasattr(clip.model.config, "projection_dim") else None
-    if width is not None and index.embeddings.shape[1] != width:
+    onnx: an `turkclip export-onnx` folder of that model, run without torch (default: see `chosen_onnx`).
+    device: torch's (default the CPU). use_faiss: None = from FAISS_FROM photos on (a server answering many
+    queries); False for a single query, where building the FAISS index would cost more than one exact pass."""
+    onnx = chosen_onnx(index, onnx, model, adapter, text_model)
+    if onnx is not None:
+        encoder = open_encoder(model, adapter, text_model, tokenizer, onnx=onnx)
+        _check_export(index, encoder)
+    else:
+        check_model(index, model, adapter, text_model)
+        encoder = open_encoder(index.model, index.adapter, text_model or index.text_model, tokenizer or index.tokenizer,
+                               device, index.precision)
+    if index.embeddings.shape[1] != encoder.dim:
         raise TurkclipError(f"index {index.folder} holds {index.embeddings.shape[1]}-dim embeddings but"
-                            f" {index.model} makes {width}-dim ones: it was built with another model")
-    return PhotoSearch(index, clip, device, use_faiss)
+                            f" {index.model} makes {encoder.dim}-dim ones: it was built with another model")
+    return PhotoSearch(index, encoder, use_faiss)
+
+
+def chosen_onnx(index: PhotoIndex, onnx: str | Path | None, *torch_flags) -> str | Path | None:
+    """The ONNX export a search runs on: `onnx` when given, else the one the index was built with, unless a flag
+    that names a torch model (--model, --adapter, --text-model) asks for torch."""
+    if onnx is not None or any(torch_flags):
+        return onnx
+    return index.onnx
+
+
+def _check_export(index: PhotoIndex, encoder) -> None:
+    """An ONNX export searches an index only when it was exported from the index's model and adapter, and, when the
+    index's queries go through a text tower, from a text tower too (any tower aligned to the base may search)."""
+    export = f"the ONNX export {encoder.folder}"
+    if (encoder.model, encoder.adapter) != (index.model, index.adapter):
+        raise TurkclipError(f"index {index.folder} was built with model {index.model} (adapter {index.adapter}) but"
+                            f" {export} holds {encoder.model} (adapter {encoder.adapter}): export that model, or"
+                            " index the folder again with --onnx into a new --output")
+    if index.text_model and not encoder.text_model:
+        raise TurkclipError(f"index {index.folder} answers queries through the text tower {index.text_model} but"
+                            f" {export} holds CLIP's own text tower: export with --text-model")

@@ -116,7 +116,25 @@ def _run_demo(output: Path, seed: int, quick: bool, route: str) -> dict:
                      for r in routes)
     print(f"the same numbers from the CLI: turkclip evaluate --model {base.folder} {flags} --captions"
           f" {w.turkish} --images {w.images} --split test --english-captions {w.english} --compare --precision fp32")
+    _start_here(output, base, routes)
     return result
+
+
+def _start_here(output: Path, base: Base, routes: list[str]) -> None:
+    """Put what the demo made where a new user's next commands find it: the stage-1 base as `base/` and the
+    held-out test scenes as `photos/`, then print those commands (the README's start-here path)."""
+    shutil.rmtree(output / "base", ignore_errors=True)
+    shutil.copytree(base.folder, output / "base", ignore=shutil.ignore_patterns("checkpoint", "*.jsonl", "*.png"))
+    photos = output / "photos"
+    photos.mkdir(exist_ok=True)
+    for record in read_captions(base.world.turkish, "tr").split("test").records:
+        if not (photos / record.filename).exists():
+            shutil.copy2(base.world.images / record.filename, photos / record.filename)
+    road = f"--adapter {output / ROUTES['lora']}" if "lora" in routes else f"--text-model {output / ROUTES['text-tower']}"
+    print(f"next, search the demo's test scenes in Turkish with the model it just trained:\n"
+          f"  turkclip index {photos} --model {output / 'base'} {road} --output {output / 'index'}\n"
+          f"  turkclip search {output / 'index'} \"iki kırmızı daire\"\n"
+          f"  turkclip serve {output / 'index'} --photos {photos}")
 
 
 def _clear_previous_run(adapter: Path) -> None:
