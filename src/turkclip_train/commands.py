@@ -9,11 +9,13 @@ from pathlib import Path
 import torch
 
 from turkclip import cache
+from turkclip.data.benchmarks import LAYOUTS, read_benchmark
 from turkclip.data.captions import read_captions
 from turkclip.embedding.embed import BankWriter, resolve_precision
 from turkclip.errors import TurkclipError
 from turkclip.evaluation.evaluate import evaluate as evaluate_split
 from turkclip.evaluation.evaluate import image_embeddings
+from turkclip.evaluation.metrics import clip_benchmark_names
 from turkclip.models.clip import save_clip
 from turkclip.roads import load_clip
 from turkclip.roads.adapters import load_adapter
@@ -24,7 +26,7 @@ from turkclip.search.predict import predict as predict_probs
 from .config import TrainConfig
 from .distributed import default_device, is_main_process, process_group
 from .flags import from_args
-from .inputs import evaluation_set
+from .inputs import benchmark_sets, check_benchmark_flags, evaluation_set
 from .report import format_table
 from .train import train as run_training
 
@@ -54,12 +56,14 @@ def evaluate(args) -> None:
     if args.adapter and args.text_model and not args.compare:
         raise TurkclipError("--adapter and --text-model are two roads to the same goal; pass --compare to put them side"
                             " by side, or give one")
+    check_benchmark_flags(args)
     with process_group(args.device) as device:  # under torchrun: every process embeds a share, rank 0 reports
         _evaluate(args, device)
 
 
 def _evaluate(args, device: torch.device) -> None:
     precision = resolve_precision(args.precision, device)
+    bench = read_benchmark(args.benchmark, args.root, args.lang, args.encoding) if args.benchmark else None
     clip = load_clip(args.model, args.tokenizer)
     cache_dir = _cache_dir(args.cache_dir)
     cache_dir = Path(cache_dir) if cache_dir else None
@@ -67,17 +71,26 @@ def _evaluate(args, device: torch.device) -> None:
     # shards, while they are read).
     base = clip.model.to(device).eval() if args.compare or args.text_model or not args.adapter else None
     bank = BankWriter(base, clip.preprocess, device, precision, cache_dir) if base is not None else None
-    data = evaluation_set(args, clip.preprocess, cache_dir, bank)
-    english = None
+    beside = {}  # caption sets on the same images, measured next to `data` (under these keys in each column)
+    if bench is not None:
+        data, every = benchmark_sets(bench, clip.preprocess, args.skip_bad_images, cache_dir)
+        if every is not None:
+            beside["all_captions"] = every
+    else:
+        data = evaluation_set(args, clip.preprocess, cache_dir, bank)
     if args.english_captions:  # its own file: encoding detected, not --encoding
-        english = data.with_captions(read_captions(args.english_captions, "en"))
+        beside["english"] = data.with_captions(read_captions(args.english_captions, "en"))
 
     def run(route, images: torch.Tensor | None = None) -> dict:
         model = route.model.to(device)
         result = evaluate_split(model, route.text, clip.preprocess, data, device, precision, image_emb=images)
-        if english is not None:
-            result["english"] = evaluate_split(model, route.text, clip.preprocess, english, device, precision,
-                                               image_emb=images)
+        for key, other in beside.items():
+            result[key] = evaluate_split(model, route.text, clip.preprocess, other, device, precision, image_emb=images)
+        if bench is not None:  # CLIP_benchmark's names and units, for its protocol and for every caption
+            every = result.get("all_captions", dict(result))
+            for metrics in (result, every):
+                metrics["clip_benchmark"] = clip_benchmark_names(metrics)
+            result["all_captions"] = every
         return result
 
     images = image_embeddings(base, data, clip.preprocess, device, precision, cache_dir) if base is not None else None
@@ -92,11 +105,19 @@ def _evaluate(args, device: torch.device) -> None:
         columns["adapter"] = run(replace(clip, model=load_adapter(clip.model, args.adapter)))
     primary = next(reversed(columns))
     result = {**columns[primary], **{k.replace(" ", "_"): v for k, v in columns.items() if k != primary}}
-    result.update(split=None if args.shards else args.split, shards=args.shards, model=args.model,
+    result.update(split=None if args.shards or bench else args.split, shards=args.shards, model=args.model,
                   adapter=args.adapter, text_model=args.text_model, skipped_images=len(data.skipped))
+    if bench is not None:
+        result["benchmark"] = {"dataset": bench.name, "language": bench.code, "root": str(bench.folder),
+                               "protocol": "first caption of each image, as CLIP_benchmark; all_captions: every caption"}
     if not is_main_process():  # several processes: one of them reports
         return
-    print(format_table(columns, primary="turkish" if data.lang == "tr" else data.lang))
+    language = "turkish" if data.lang == "tr" else data.lang
+    print(format_table(columns, primary=language, extra=(("english", "english"), ("all_captions", f"{language}, all"))))
+    if bench is not None:
+        print(f"{LAYOUTS[bench.name].title} ({bench.code}): '{language}' rows are CLIP_benchmark's protocol (the first"
+              " caption of each image)" + (f", '{language}, all' every caption" if "all_captions" in beside else
+                                          "; each image has one caption") + "; --json adds CLIP_benchmark's metric names")
     if data.skipped:
         print(f"skipped {len(data.skipped)} missing or unreadable images (--skip-bad-images)")
     if args.json:
@@ -130,7 +151,8 @@ def merge(args) -> None:
 def demo(args) -> None:
     from turkclip_train.demo.run import run_demo
 
-    run_demo(Path(args.output), seed=args.seed, quick=args.quick, route=args.route)
+    run_demo(Path(args.output) if args.output else cache.default_dir() / "demo-output", seed=args.seed,
+             quick=args.quick, route=args.route)
 
 
 # ANCHOR text-tower commands (issue 8)

@@ -1,6 +1,7 @@
-"""Where a run's images and captions come from: a captions file beside an images folder, or WebDataset shards.
+"""Where a run's images and captions come from: a captions file beside an images folder, WebDataset shards, or
+(evaluation) a published benchmark's files.
 
-Both end as the same `ImageTextSet`: a folder's pixels decoded once into the disk-backed pixel store, shards'
+All end as the same `ImageTextSet`: a folder's pixels decoded once into the disk-backed pixel store, shards'
 pixels decoded from the tars as they are read (or, with --pixel-store, into the store too). A `BankWriter`
 embeds the shards' images during their first read, for runs that need only the frozen image tower's bank.
 """
@@ -11,6 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from turkclip.data.benchmarks import BenchmarkSet
 from turkclip.data.captions import CaptionSet, read_captions
 from turkclip.data.dataset import ImageTextSet, load_image_text_set
 from turkclip.data.images import Preprocess
@@ -85,3 +87,28 @@ def evaluation_set(args, preprocess: Preprocess, cache_dir: Path | None, bank=No
     captions = read_captions(args.captions, args.lang, args.encoding, args.image_column, args.caption_column,
                              args.split_column).split(args.split)
     return load_image_text_set(captions, args.images, preprocess, args.skip_bad_images, cache_dir)
+
+
+def check_benchmark_flags(args) -> None:
+    """--benchmark with --root, and none of the other sources (checked before anything loads)."""
+    if not args.benchmark:
+        if args.root:
+            raise TurkclipError("--root is the folder of a --benchmark; name the set with --benchmark")
+        return
+    if not args.root:
+        raise TurkclipError(f"--benchmark {args.benchmark} needs --root, the folder holding its files")
+    given = [flag for flag, value in (("--captions", args.captions), ("--images", args.images),
+                                      ("--shards", args.shards), ("--english-captions", args.english_captions)) if value]
+    if given:
+        raise TurkclipError(f"--benchmark reads its own captions and images: not with {', '.join(given)}"
+                            " (for another language of the set, run again with --lang)")
+
+
+def benchmark_sets(bench: BenchmarkSet, preprocess: Preprocess, skip_bad: bool,
+                   cache_dir: Path | None) -> tuple[ImageTextSet, ImageTextSet | None]:
+    """(CLIP_benchmark's protocol: each image with its first caption, every caption of each image) on the same
+    decoded images; the second is None where each image has one caption and the two are the same."""
+    every = load_image_text_set(bench.every, bench.images, preprocess, skip_bad, cache_dir)
+    if bench.every is bench.protocol:
+        return every, None
+    return every.with_captions(bench.protocol), every

@@ -187,7 +187,7 @@ def _read_karpathy(text: str, path: Path) -> list[ImageRecord]:
             raw = sentence.get("raw") if isinstance(sentence, dict) else None
             if not isinstance(raw, str):
                 raise TurkclipError(f'{where}.sentences[{j}] has no "raw" caption string')
-            captions.append(_caption(raw, f"{where}.sentences[{j}]"))
+            captions.append(clean_caption(raw, f"{where}.sentences[{j}]"))
         split = item.get("split")
         records.append(ImageRecord(name, str(split) if split is not None else None, captions))
     return records
@@ -223,7 +223,7 @@ def _group_rows(rows, path: Path, image_col: str, caption_col: str, split_col: s
         record = by_name.setdefault(name, ImageRecord(name, split))
         if record.split != split:
             raise TurkclipError(f"{where}: image {name!r} is in split {split!r} here but {record.split!r} earlier")
-        record.captions.append(_caption(str(caption), where))
+        record.captions.append(clean_caption(str(caption), where))
     return list(by_name.values())
 
 
@@ -240,7 +240,7 @@ def _read_flickr_tokens(text: str, path: Path) -> list[ImageRecord]:
             raise TurkclipError(f"{path}:{n}: expected 'name.jpg#k<TAB>caption'")
         # Flickr8k has one malformed id, '2258277193_586949ec62.jpg.1#0': the regex drops the '.1'.
         name = match["name"]
-        by_name.setdefault(name, ImageRecord(name, None)).captions.append(_caption(match["caption"], f"{path}:{n}"))
+        by_name.setdefault(name, ImageRecord(name, None)).captions.append(clean_caption(match["caption"], f"{path}:{n}"))
     return list(by_name.values())
 
 
@@ -265,7 +265,8 @@ def _check_unicode(text: str, where: str) -> None:
                             " broken \\uXXXX escape?): fix it in the file") from None
 
 
-def _caption(text: str, where: str) -> str:
+def clean_caption(text: str, where: str) -> str:
+    """The caption without surrounding whitespace; an empty one is an error at `where` (file and place in it)."""
     text = text.strip()
     if not text:
         raise TurkclipError(f"{where}: empty caption")

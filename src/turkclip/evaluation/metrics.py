@@ -85,6 +85,17 @@ def retrieval_metrics(text_emb: torch.Tensor, image_emb: torch.Tensor, text_imag
     }
 
 
+def clip_benchmark_names(metrics: dict, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float]:
+    """R@k of `retrieval_metrics` under the names and in the units of CLIP_benchmark's result files, so a turkclip
+    number can be set beside published ones: image_retrieval_recall@k is text→image (captions query images),
+    text_retrieval_recall@k image→text, each a fraction in [0, 1] (turkclip's R@k are percentages)."""
+    names = {}
+    for k in ks:
+        names[f"image_retrieval_recall@{k}"] = metrics["text_to_image"][f"R@{k}"] / 100
+        names[f"text_retrieval_recall@{k}"] = metrics["image_to_text"][f"R@{k}"] / 100
+    return names
+
+
 def legacy_in_batch_top1(text_emb: torch.Tensor, image_emb_per_text: torch.Tensor, batch_size: int = 64) -> float:
     """The seed notebook's number: (image, caption) pairs in file order, cut into batches of 64;
     the fraction of pairs whose image scores its own caption highest within the batch.

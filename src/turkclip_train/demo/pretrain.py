@@ -7,6 +7,14 @@ text: Turkish words get word pieces of their own, whose embeddings English-only 
 updates. World, tokenizer and model live in the user cache under a key of everything they are
 made from, so a second `turkclip demo` (any --output) skips this stage; an interrupted stage 1
 continues from its last checkpoint.
+
+Stage 1 trains on one CPU thread, whatever the machine has (as the whole demo does, run.py), so that
+the same seed builds the same base on every machine of one CPU type. Several of torch's CPU backward
+kernels sum over rows in per-thread partial sums whose split depends on the thread count — LayerNorm's
+weight gradient, the patch convolution's, the token embedding's — so 2 threads give other last bits
+than 1, and over thousands of steps the runs drift apart (the quick demo, seed 0: Turkish text→image
+R@1 37.5 on 1 thread, 38.5 on 2). The cache is written here, so whoever calls `pretrain` gets the same
+base. The cost is measured in bench/RESULTS.md ("a demo that repeats").
 """
 
 from __future__ import annotations
@@ -14,8 +22,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import torch
 
 from turkclip import cache
 from turkclip.models.architectures import ARCHITECTURES, init_model
@@ -26,7 +37,9 @@ from turkclip_train.train import Interrupted, train
 from .world import VERSION as WORLD_VERSION
 from .world import WorldFiles, build_tokenizer, build_world
 
-VERSION = 2  # 2: no weight decay on biases, LayerNorms, logit scale; logit scale capped at ln 100. Bump when stage 1 changes in a way its settings below do not show
+# 2: no weight decay on biases, LayerNorms, logit scale; logit scale capped at ln 100. 3: one thread (a version-2 base
+# depends on the thread count it was built with). Bump when stage 1 changes in a way its settings below do not show.
+VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -68,10 +81,11 @@ def pretrain(stage: Stage1, seed: int, progress: bool = True) -> Base:
     print(f"stage 1: pretraining a small CLIP on English captions only ({stage.n_train} scenes, {stage.epochs} epochs;"
           f" cached in {root} for later runs)")
     try:
-        summary = train(TrainConfig(
-            captions=str(world.english), images=str(world.images), output=str(folder), model=str(root / "init"),
-            lang="en", road="full", epochs=stage.epochs, batch_size=stage.batch_size, lr=stage.lr,
-            weight_decay=stage.weight_decay, precision="fp32", seed=seed, resume=True, progress=progress))
+        with one_thread():  # the same base on any machine: see the module docstring
+            summary = train(TrainConfig(
+                captions=str(world.english), images=str(world.images), output=str(folder), model=str(root / "init"),
+                lang="en", road="full", epochs=stage.epochs, batch_size=stage.batch_size, lr=stage.lr,
+                weight_decay=stage.weight_decay, precision="fp32", seed=seed, resume=True, progress=progress))
     except Interrupted:
         raise Interrupted("interrupted during stage 1; run the same `turkclip demo` again to continue it") from None
     shutil.rmtree(folder / checkpoint.SUBFOLDER)  # done: the optimizer state is no longer needed
@@ -79,3 +93,14 @@ def pretrain(stage: Stage1, seed: int, progress: bool = True) -> Base:
     tmp.write_text(json.dumps(summary, indent=2))
     os.replace(tmp, done)  # written last: a half-trained stage 1 is never taken for a finished one
     return Base(world, folder, False, summary)
+
+
+@contextmanager
+def one_thread():
+    """torch's intra-op work on one thread inside the block, as many as before after it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

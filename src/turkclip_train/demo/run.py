@@ -9,6 +9,9 @@
    - both: the two side by side, in one table and one figure.
 4. `evaluate()` measures held-out test scenes in Turkish and English, before and after, loading what
    stage 2 wrote from its folder the way `turkclip evaluate --adapter / --text-model` does.
+
+The demo runs on one CPU thread: with more, torch's CPU training sums gradients in another order
+(pretrain.py says where) and a seed's numbers would depend on the machine's core count.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from turkclip_train.logs import plot_curves
 from turkclip_train.report import format_table
 
 from .figures import Example, plot_examples, plot_routes
-from .pretrain import Base, Stage1, pretrain
+from .pretrain import Base, Stage1, one_thread, pretrain
 from .routes import LoraRecipe, TowerRecipe, train_lora, train_tower
 from .world import make_scenes
 
@@ -52,6 +55,11 @@ LABELS = {"lora": "LoRA adapter", "text-tower": "text tower"}
 
 
 def run_demo(output: Path, seed: int = 0, quick: bool = False, route: str = "lora") -> dict:
+    with one_thread():  # the same numbers on 1 core or 64 (see the module docstring)
+        return _run_demo(output, seed, quick, route)
+
+
+def _run_demo(output: Path, seed: int, quick: bool, route: str) -> dict:
     started = time.perf_counter()
     stage1, lora_recipe, tower_recipe = QUICK if quick else FULL
     routes = list(ROUTES) if route == "both" else [route]
@@ -108,7 +116,25 @@ def run_demo(output: Path, seed: int = 0, quick: bool = False, route: str = "lor
                      for r in routes)
     print(f"the same numbers from the CLI: turkclip evaluate --model {base.folder} {flags} --captions"
           f" {w.turkish} --images {w.images} --split test --english-captions {w.english} --compare --precision fp32")
+    _start_here(output, base, routes)
     return result
+
+
+def _start_here(output: Path, base: Base, routes: list[str]) -> None:
+    """Put what the demo made where a new user's next commands find it: the stage-1 base as `base/` and the
+    held-out test scenes as `photos/`, then print those commands (the README's start-here path)."""
+    shutil.rmtree(output / "base", ignore_errors=True)
+    shutil.copytree(base.folder, output / "base", ignore=shutil.ignore_patterns("checkpoint", "*.jsonl", "*.png"))
+    photos = output / "photos"
+    photos.mkdir(exist_ok=True)
+    for record in read_captions(base.world.turkish, "tr").split("test").records:
+        if not (photos / record.filename).exists():
+            shutil.copy2(base.world.images / record.filename, photos / record.filename)
+    road = f"--adapter {output / ROUTES['lora']}" if "lora" in routes else f"--text-model {output / ROUTES['text-tower']}"
+    print(f"next, search the demo's test scenes in Turkish with the model it just trained:\n"
+          f"  turkclip index {photos} --model {output / 'base'} {road} --output {output / 'index'}\n"
+          f"  turkclip search {output / 'index'} \"iki kırmızı daire\"\n"
+          f"  turkclip serve {output / 'index'} --photos {photos}")
 
 
 def _clear_previous_run(adapter: Path) -> None:
