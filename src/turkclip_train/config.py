@@ -49,8 +49,8 @@ class TrainConfig:
     shards: str | None = field(default=None, metadata=_help(
         "instead of --captions/--images: WebDataset tar shards as img2dataset writes them (key.jpg + key.txt or"
         " key.json), brace patterns allowed: 'data/{00000..00099}.tar'. Read once to check every sample (and, with a"
-        " frozen image tower, to embed it); only keys and captions are cached, no pixels (train --pixel-store keeps them). Keys"
-        " name the images (for --rehearsal-captions files)"))
+        " frozen image tower, to embed it); only keys and captions are cached, no pixels (train --pixel-store keeps"
+        " them). Keys name the images (for --rehearsal-captions files)"))
     val_shards: str | None = field(default=None, metadata=_help(
         "with --shards: shards to validate on each epoch (default: no validation)"))
     model: str = field(default=DEFAULT_MODEL, metadata=_help("base CLIP: hub id or local folder"))
