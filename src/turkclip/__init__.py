@@ -27,7 +27,7 @@ _WHERE = {
     "evaluate": "evaluation.evaluate", "retrieval_metrics": "evaluation.metrics", "predict": "search.predict",
 }
 __all__ = sorted(_WHERE)
-__version__ = "0.1.0"
+__version__ = "0.3.0"
 
 
 def __getattr__(name: str):
