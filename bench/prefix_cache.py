@@ -84,8 +84,9 @@ def main() -> None:
         for seed in ("1", "2"):
             env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(ROOT / "src")}
             limit = ["--limit", str(args.limit)] if args.limit else []
-            done = subprocess.run([sys.executable, __file__, "--layers", str(args.layers), *limit, "--child", str(model),
-                                   str(Path(tmp) / "cache")], capture_output=True, text=True, env=env, check=True)
+            argv = [sys.executable, __file__, "--layers", str(args.layers), *limit, "--child", str(model),
+                    str(Path(tmp) / "cache")]
+            done = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
         entry = sum(f.stat().st_size for f in (Path(tmp) / "cache").glob("text-prefix-*"))
     first, second = runs
@@ -93,9 +94,11 @@ def main() -> None:
     print(f"## {time.strftime('%Y-%m-%d %H:%M')} · `--lora-layers` prefix cache across processes"
           f" (`bench/prefix_cache.py --layers {args.layers}`)\n\n"
           f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, threads"
-          f" {os.environ.get('OMP_NUM_THREADS', '1')}; load average {load:.1f} at start, {os.getloadavg()[0]:.1f} at end."
+          f" {os.environ.get('OMP_NUM_THREADS', '1')}; load average {load:.1f} at start,"
+          f" {os.getloadavg()[0]:.1f} at end."
           f" ViT-B/32 text tower (random weights), fp32, {first['captions']} distinct train captions.\n\n"
-          "| run | PYTHONHASHSEED | prefix pass s | RSS growth across it | process peak RSS |\n|---|---:|---:|---:|---:|\n"
+          "| run | PYTHONHASHSEED | prefix pass s | RSS growth across it | process peak RSS |\n"
+          "|---|---:|---:|---:|---:|\n"
           f"| first (computes, writes) | 1 | {first['seconds']:.2f} | {first['rss_growth_mb']:.0f} MiB |"
           f" {first['peak_mb']:.0f} MiB |\n"
           f"| second (new process, reads) | 2 | {second['seconds']:.2f} | {second['rss_growth_mb']:.0f} MiB |"
