@@ -146,7 +146,7 @@ def train(cfg: TrainConfig) -> dict:
     #    everything (demo stage 1). Distillation's teacher is the base CLIP's own text tower.
     precision = resolve_precision(cfg.precision, device)
     teacher = None if cfg.objective == "contrastive" else build_teacher(
-        clip, rehearsal, cfg.rehearsal_lang, device, precision, cache_dir)
+        clip, rehearsal, cfg.rehearsal_lang, device, precision, cache_dir, flip=policy.flip)
     clip, model = _build_model(cfg, clip, train_set, rehearsal)
     model.train()
 
