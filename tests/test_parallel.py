@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-import turkclip.data.parallel as parallel
+from turkclip.data import parallel
 from turkclip.data.parallel import read_parallel
 from turkclip.errors import TurkclipError
 

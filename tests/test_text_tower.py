@@ -8,25 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TOKENIZER, need_shared
+from conftest import TOKENIZER
 
 CAPTIONS = ["kırmızı bir araba", "Sahilde koşan İki köpek", "ISPARTA'da bir kedi", "karda oynayan çocuklar",
             "a red car", "two dogs running on the beach"]
-
-
-@pytest.fixture(scope="session")
-def tiny_encoder(tmp_path_factory) -> Path:
-    """A tiny random-init BERT around the CLIP BPE tokenizer: a text encoder folder like a hub model's."""
-    need_shared(TOKENIZER)
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("encoders") / "tiny-bert"
-    tok = AutoTokenizer.from_pretrained(TOKENIZER)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(tok), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=48, max_position_embeddings=80), add_pooling_layer=False).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
 
 
 def _tower_clip(tiny_model, encoder, mode="lora"):

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import codecs
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from turkclip.data.captions import not_decodable, text_encoding
 from turkclip.errors import TurkclipError

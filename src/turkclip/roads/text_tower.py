@@ -63,9 +63,10 @@ class TextTower(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.frozen_encoder:
             return self.dense(self._remembered_pooled(input_ids, attention_mask))
-        return self.dense(self._pooled(input_ids, attention_mask))
+        return self.dense(self.pooled(input_ids, attention_mask))
 
-    def _pooled(self, input_ids, attention_mask):
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled encoder output: what the projection maps into CLIP's space."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return mean_pool(hidden, attention_mask)
 
@@ -79,7 +80,7 @@ class TextTower(nn.Module):
                 seen.add(key)
                 missing.append(i)
         if missing:
-            for i, vec in zip(missing, self._pooled(input_ids[missing], attention_mask[missing]).float()):
+            for i, vec in zip(missing, self.pooled(input_ids[missing], attention_mask[missing]).float()):
                 self._pooled_memo[keys[i]] = vec
         return torch.stack([self._pooled_memo[k] for k in keys])
 
