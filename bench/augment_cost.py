@@ -85,7 +85,8 @@ def model_pass(data) -> None:
 def train_epoch() -> None:
     """One both-tower epoch of `train()` (ViT-B/32 random init, batch 64, no validation), side by side."""
     from turkclip.models.architectures import init_model
-    from turkclip_train.train import TrainConfig, train
+    from turkclip_train.config import TrainConfig
+    from turkclip_train.train import train
 
     with tempfile.TemporaryDirectory() as tmp:
         init_model("ViT-B/32", SHARED / "models" / "clip-tokenizer", Path(tmp) / "m")

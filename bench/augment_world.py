@@ -33,10 +33,12 @@ from turkclip.data.flip_caption import flipped_or_none
 from turkclip.embedding.embed import embed_images, embed_texts
 from turkclip.evaluation.evaluate import evaluate
 from turkclip.roads import load_clip
-from turkclip.roads.adapters import LoraSettings, load_adapter
+from turkclip.roads.adapters import load_adapter
+from turkclip.roads.settings import LoraSettings
+from turkclip_train.config import TrainConfig
 from turkclip_train.demo.pretrain import pretrain
 from turkclip_train.demo.run import FULL
-from turkclip_train.train import TrainConfig, train
+from turkclip_train.train import train
 
 SETTINGS = ["none", "crop:0.9-1", "crop:0.6-1", "flip", "crop:0.9-1,flip", "color"]
 

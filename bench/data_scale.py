@@ -132,8 +132,9 @@ def child(kind: str, n: int, work: Path) -> dict:
         data = load_image_text_set(read_captions(captions, "tr"), work / "images", Preprocess(size=224), cache_dir=cache)
         return {"seconds": time.perf_counter() - start, "images": len(data), "peak_mb": _peak_mb(),
                 "store_gb": data.pixels.path.stat().st_size / 2**30}
-    from turkclip.roads.adapters import LoraSettings
-    from turkclip_train.train import TrainConfig, train
+    from turkclip.roads.settings import LoraSettings
+    from turkclip_train.config import TrainConfig
+    from turkclip_train.train import train
 
     out = work / f"run-{kind}-{n}"
     import shutil

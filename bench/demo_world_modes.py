@@ -28,11 +28,13 @@ from turkclip.data.captions import read_captions
 from turkclip.data.dataset import load_image_text_set
 from turkclip.evaluation.evaluate import evaluate
 from turkclip.roads import load_clip
-from turkclip.roads.adapters import LoraSettings, load_adapter
+from turkclip.roads.adapters import load_adapter
+from turkclip.roads.settings import LoraSettings
+from turkclip_train.config import TrainConfig
 from turkclip_train.demo.pretrain import pretrain
 from turkclip_train.demo.run import FULL
 from turkclip_train.logs import plot_curves
-from turkclip_train.train import TrainConfig, train
+from turkclip_train.train import train
 
 HERE = Path(__file__).resolve().parent
 MODES = {  # label: (LoRA towers, negatives)

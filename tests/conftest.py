@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -93,6 +94,21 @@ def e5_folder(tmp_path_factory) -> Path:
     return convert_e5(tmp_path_factory.mktemp("e5") / "e5-small")
 
 
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A tiny random-init BERT around the CLIP BPE tokenizer: a text encoder folder like a hub model's."""
+    need_shared(TOKENIZER)
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    folder = tmp_path_factory.mktemp("encoders") / "tiny-bert"
+    tok = AutoTokenizer.from_pretrained(TOKENIZER)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=48, max_position_embeddings=80), add_pooling_layer=False).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
 def write_captioned_images(root: Path, n: int, captions, split=lambda i: "train") -> tuple[Path, Path]:
     """`n` small random JPEGs (00.jpg, 01.jpg, …) under root/images and root/captions.csv with the captions
     `captions(i)` of image i, in `split(i)`: the training tests' data."""
@@ -109,3 +125,40 @@ def write_captioned_images(root: Path, n: int, captions, split=lambda i: "train"
     path = root / "captions.csv"
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     return path, images
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A valid black 1-bit PNG of any size: a few hundred bytes to a few KB for pictures of tens of millions of
+    pixels, or 1 pixel wide and 300000 high (what a decoder must bound before it decodes)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = (b"\0" * (1 + (width + 7) // 8)) * height  # each row: a filter byte + packed bits
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1 bit, greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b"")
+
+
+def serve_in_thread(app):
+    """Run the ASGI `app` under a real uvicorn on a free localhost port, in a daemon thread: (base url, server);
+    set `server.should_exit = True` to stop it."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started:
+        if time.time() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port}", server

@@ -9,8 +9,9 @@ from transformers import CLIPModel
 
 from turkclip.embedding.embed import features
 from turkclip.roads import load_clip
-from turkclip.roads.adapters import LoraSettings, attach_lora, load_adapter
+from turkclip.roads.adapters import attach_lora, load_adapter
 from turkclip.roads.loss import clip_loss
+from turkclip.roads.settings import LoraSettings
 from turkclip_train.cli import main as cli
 
 CAPTIONS = ["kırmızı elbiseli kız merdiven çıkıyor", "iki köpek çimenlerde koşuyor", "deniz kenarında bir adam",

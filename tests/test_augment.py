@@ -19,10 +19,11 @@ from turkclip.data.images import Preprocess
 from turkclip.data.sampling import epoch_batches
 from turkclip.embedding import views as augment_views
 from turkclip.errors import TurkclipError
-from turkclip.roads.adapters import LoraSettings
+from turkclip.roads.settings import LoraSettings
 from turkclip_train import checkpoint
 from turkclip_train.cli import main
-from turkclip_train.train import TrainConfig, train
+from turkclip_train.config import TrainConfig
+from turkclip_train.train import train
 
 # ---------------------------------------------------------------- captions
 

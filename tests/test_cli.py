@@ -42,16 +42,41 @@ def test_train_help_states_seed_recipe():
 
 
 def test_train_flag_defaults_are_the_seed_recipe():
-    from turkclip.roads.adapters import LoraSettings
-    from turkclip_train.train import TrainConfig
+    from turkclip_train.config import TrainConfig
+    from turkclip_train.flags import from_args
 
     args = build_parser().parse_args(["train", "--captions", "c.json", "--images", "i", "--output", "o"])
-    lora, cfg = LoraSettings(), TrainConfig("c.json", "i", "o")
-    assert (args.lora_r, args.lora_alpha, args.lora_dropout) == (lora.r, lora.alpha, lora.dropout) == (16, 16, 0.1)
-    assert tuple(args.lora_targets.split(",")) == lora.targets == ("q_proj", "v_proj")
-    assert args.lora_towers == lora.towers == "both"
-    assert (args.lr, args.batch_size, args.epochs) == (cfg.lr, cfg.batch_size, cfg.epochs) == (1e-4, 64, 5)
-    assert args.model == cfg.model == DEFAULT_MODEL
+    cfg = from_args(TrainConfig, args)
+    assert cfg == TrainConfig("c.json", "i", "o")  # the flags' defaults are the config's: one definition
+    assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout, cfg.lora.targets, cfg.lora.towers) == (
+        16, 16, 0.1, ("q_proj", "v_proj"), "both")
+    assert (cfg.lr, cfg.batch_size, cfg.epochs, cfg.model) == (1e-4, 64, 5, DEFAULT_MODEL)
+
+
+def test_every_train_setting_is_a_flag_and_parses_to_the_config():
+    import dataclasses
+
+    from turkclip_train.config import TrainConfig
+    from turkclip_train.flags import from_args
+
+    args = build_parser().parse_args([
+        "train", "--captions", "c.json", "--images", "i", "--output", "o", "--lora-targets", "q_proj, k_proj",
+        "--lora-layers", "2", "--lora-towers", "text", "--cache-dir", "none", "--no-progress", "--max-steps", "7",
+        "--text-model", "t", "--head-lr", "0.01", "--road", "tower"])
+    cfg = from_args(TrainConfig, args)
+    assert cfg.lora.targets == ("q_proj", "k_proj") and cfg.lora.layers == 2 and cfg.lora.towers == "text"
+    assert cfg.cache_dir is None and cfg.progress is False and cfg.max_steps == 7
+    assert (cfg.text_model, cfg.head_lr, cfg.road_name()) == ("t", 0.01, "tower")
+    flags = {a.dest for a in build_parser()._subparsers._group_actions[0].choices["train"]._actions}
+    settings = {f.name for f in dataclasses.fields(TrainConfig) if f.name != "lora"}
+    settings |= {f"lora_{f.name}" for f in dataclasses.fields(TrainConfig().lora) if f.metadata.get("flag", True)}
+    assert settings <= flags, settings - flags
+
+
+def test_help_imports_no_torch():
+    run = subprocess.run([sys.executable, "-c", "import sys\nfrom turkclip_train.cli import build_parser\n"
+                          "build_parser().format_help()\nprint('torch' in sys.modules)"], capture_output=True, text=True)
+    assert run.stdout.strip() == "False", run.stderr
 
 
 def assert_one_line_error(run, command, *phrases):

@@ -1,4 +1,7 @@
-"""Image preprocessing matches transformers' CLIPImageProcessor; load_images keeps order and reports bad files."""
+"""Image preprocessing matches transformers' CLIPImageProcessor; load_images keeps order and reports bad files;
+pictures whose decoding or resizing would be unbounded are refused from their header, before a pixel is decoded."""
+
+import io
 
 import numpy as np
 import pytest
@@ -6,8 +9,9 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessorPil
 
-from conftest import IMAGES
-from turkclip.data.images import Preprocess, load_image, load_images
+from conftest import IMAGES, blank_png
+from turkclip.data import images
+from turkclip.data.images import ImageRefused, Preprocess, load_image, load_images, try_decode
 
 
 def smooth(h, w, channels, seed):
@@ -75,3 +79,65 @@ def test_load_images_keeps_order_and_reports_bad_ones(tiny_images):
     problems = dict(bad)
     assert problems["missing.jpg"] == "missing" and problems["empty.jpg"] == "empty file"
     assert problems["broken.jpg"].startswith("unreadable")
+
+
+def test_a_one_pixel_wide_png_is_refused_before_it_is_resized(tiny_images):
+    """1×300000 pixels in 661 bytes: resized short side first it would be 224×67 million pixels (15 GB)."""
+    thin = blank_png(1, 300_000)
+    assert len(thin) < 2000
+    with pytest.raises(ImageRefused, match=r"1×300000 pixels: longer than 50:1"):
+        load_image(io.BytesIO(thin), 224)
+    assert try_decode(thin, 224).startswith("refused (1×300000 pixels")
+    (tiny_images / "thin.png").write_bytes(thin)
+    (tiny_images / "wide.png").write_bytes(blank_png(5000, 20))  # 250:1
+    pixels, kept, bad = load_images(tiny_images, ["00.jpg", "thin.png", "wide.png", "01.jpg"], size=16, workers=2)
+    assert kept == [0, 3] and pixels.shape == (2, 3, 16, 16)
+    assert [name for name, _ in bad] == ["thin.png", "wide.png"] and all(p.startswith("refused") for _, p in bad)
+
+
+def test_a_panorama_within_the_aspect_bound_is_read():
+    panorama = load_image(io.BytesIO(blank_png(2000, 50)), 16)  # 40:1
+    assert panorama.shape == (3, 16, 16) and panorama.max() == 0
+
+
+def test_too_many_source_pixels_are_refused_from_the_header():
+    """8000×8000 (64 MP) in 8 KB: decoded it would hold 64 MB (192 MB as RGB) before any resize."""
+    bomb = blank_png(8000, 8000)
+    assert len(bomb) < 20_000
+    with pytest.raises(ImageRefused, match=r"8000×8000 pixels \(64 MP\): more than the 40 MP"):
+        load_image(io.BytesIO(bomb), 224)
+
+
+def test_a_jpeg_above_the_pixel_bound_is_decoded_at_a_reduced_scale(monkeypatch):
+    """JPEGs are not refused for their size: the DCT decodes them at 1/2, 1/4 or 1/8 scale, no smaller than
+    the resize needs. (The bound is lowered here so that a small test picture is above it.)"""
+    picture = smooth(480, 640, 3, 7)
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    picture.save(jpeg, "JPEG", quality=95)
+    picture.save(png, "PNG")
+    full = load_image(io.BytesIO(jpeg.getvalue()), 32).astype(np.int16)
+    monkeypatch.setattr(images, "MAX_SOURCE_PIXELS", 20_000)  # 640×480 is 307200; 1/8 scale: 80×60 = 4800
+    reduced = load_image(io.BytesIO(jpeg.getvalue()), 32).astype(np.int16)
+    assert reduced.shape == (3, 32, 32) and not np.array_equal(reduced, full)  # the draft path really ran
+    assert np.abs(reduced - full).mean() < 6  # and sees the same picture
+    with pytest.raises(ImageRefused, match="more than the 0.02 MP"):  # a PNG has no reduced decode
+        load_image(io.BytesIO(png.getvalue()), 32)
+
+
+@pytest.mark.parametrize("fmt", ["TIFF", "PPM", "ICO"])
+def test_formats_other_than_photo_formats_are_not_opened(fmt):
+    data = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(data, fmt)
+    assert try_decode(data.getvalue(), 16) == "unreadable (not a JPEG, PNG, WebP, BMP or GIF image)"
+
+
+def test_commands_given_a_refused_photo_answer_one_line(tiny_model, tmp_path, capsys):
+    from turkclip_train.cli import main
+
+    thin = tmp_path / "thin.png"
+    thin.write_bytes(blank_png(1, 300_000))
+    for argv in (["predict", "--model", str(tiny_model), str(thin), "bir kedi"],
+                 ["classify", "--model", str(tiny_model), str(thin), "--labels", "kedi,köpek"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "thin.png: refused (1×300000 pixels: longer than 50:1" in err, err

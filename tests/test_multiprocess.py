@@ -9,7 +9,8 @@ split 3 + 2 (before the fix, one rank got a shorter batch and the feature gather
 * `single`: one process, batch 6 (the same global batch), in this process.
 
 All three must end with the same adapter (dropout 0, fp32), write every log record once and validate once
-per epoch. The TURKCLIP_TEST_STEP_DELAY hook (train.py) slows the chain's steps so the signals land mid-run.
+per epoch. The chain's first two launches run through tests/slowed.py (a pause after each checkpoint) so the
+signals land mid-run.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import slowed
 from conftest import write_captioned_images
 from turkclip_train import checkpoint
 from turkclip_train.cli import main
@@ -65,8 +67,10 @@ class Launch:
 
     def __init__(self, launcher: list[str], argv: list[str], output: Path, label: str, delay: float = 0):
         self.output, self.err = output, output.parent / f"{label}.err"
-        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TURKCLIP_TEST_STEP_DELAY=str(delay),
+        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                    PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
+        if delay:  # the launcher runs tests/slowed.py instead of `-m turkclip_train.cli`
+            launcher = [*launcher[:-2], *slowed.command(delay, "turkclip_train.checkpoint:save")]
         with (output.parent / f"{label}.log").open("w") as out, self.err.open("w") as err:
             self.proc = subprocess.Popen([sys.executable, *launcher, *argv], stdout=out, stderr=err, env=env)
 
@@ -210,3 +214,21 @@ def test_resume_with_another_number_of_processes_is_refused(runs, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "number of processes 1 (was 2" in err[0], err
     assert (runs.root / "chain" / checkpoint.FILENAME).read_bytes() == before
+
+
+def test_bank_negatives_in_two_processes_equal_one(runs):
+    """--negatives bank: every process scores the whole global batch against the bank (the captions and their
+    image indices are gathered), so 2 processes × 3 items end with the adapter of 1 process × 6."""
+    bank = ("--lora-towers", "text", "--negatives", "bank")
+    two = Launch(ACCELERATE, runs.argv("bank-two", 3, *bank), runs.root / "bank-two", "bank-two")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(runs.argv("bank-one", 6, *bank)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert two.wait() == 0, two.err.read_text()[-3000:]
+    a, b = _adapter(runs.root / "bank-two"), _adapter(runs.root / "bank-one")
+    assert a.keys() == b.keys() and any(b[n].abs().max() > 1e-3 for n in b)
+    for name in b:
+        assert torch.allclose(a[name], b[name], atol=1e-5), name

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import slowed
 from conftest import write_captioned_images
 from test_multiprocess import TORCHRUN, workers
 from turkclip.search import photo_index
@@ -29,9 +30,13 @@ pytestmark = pytest.mark.slow  # four 2-process launches
 
 
 def _torchrun(argv: list[str], delay: float = 0) -> subprocess.Popen:
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TURKCLIP_TEST_INDEX_DELAY=str(delay),
+    """`turkclip ARGV` in 2 processes; `delay`: seconds of pause after each chunk an index run saves."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
                PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.Popen([sys.executable, *TORCHRUN, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    launcher = TORCHRUN
+    if delay:  # tests/slowed.py instead of `-m turkclip_train.cli`
+        launcher = [*TORCHRUN[:-2], *slowed.command(delay, "turkclip.search.photo_index:_save_chunk")]
+    return subprocess.Popen([sys.executable, *launcher, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=env)
 
 

@@ -11,14 +11,15 @@ from PIL import Image
 from turkclip.models.clip import save_clip
 from turkclip.roads import load_clip
 from turkclip.roads.optimizer import MAX_LOGIT_SCALE, param_groups
-from turkclip_train.train import TrainConfig, train
+from turkclip_train.config import TrainConfig
+from turkclip_train.train import train
 
 
 def test_weight_decay_shrinks_matrices_only(tiny_model):
     """One AdamW step with zero gradients is pure decay: matrices shrink, biases, LayerNorms and the scale do not."""
     model = load_clip(str(tiny_model)).model
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    optimizer = torch.optim.AdamW(param_groups(model, weight_decay=0.5), lr=1.0)
+    optimizer = torch.optim.AdamW(param_groups(model.named_parameters(), weight_decay=0.5), lr=1.0)
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     optimizer.step()
@@ -36,7 +37,7 @@ def test_param_groups_of_a_lora_run_keep_one_group():
     """LoRA trains matrices only: one group, so checkpoints of earlier runs still load."""
     model = torch.nn.Linear(3, 2)
     model.bias.requires_grad_(False)
-    assert [len(g["params"]) for g in param_groups(model, 0.1)] == [1]
+    assert [len(g["params"]) for g in param_groups(model.named_parameters(), 0.1)] == [1]
 
 
 def test_full_training_caps_the_logit_scale_at_ln_100(tiny_model, tmp_path):
@@ -56,7 +57,7 @@ def test_full_training_caps_the_logit_scale_at_ln_100(tiny_model, tmp_path):
     torch.set_num_threads(1)
     try:
         train(TrainConfig(captions=str(tmp_path / "c.csv"), images=str(images), output=str(tmp_path / "run"),
-                          model=str(tmp_path / "hot"), lora=None, epochs=1, batch_size=3, lr=1e-4, precision="fp32",
+                          model=str(tmp_path / "hot"), road="full", epochs=1, batch_size=3, lr=1e-4, precision="fp32",
                           train_split="all", val_split=None,
                           cache_dir=None, progress=False))
     finally:

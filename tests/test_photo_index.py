@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+import slowed
 from turkclip.errors import TurkclipError
 from turkclip.search import photo_index
 from turkclip.search.photo_index import build_index, open_index
@@ -95,8 +96,9 @@ def test_rerun_with_nothing_changed_loads_no_model_and_writes_nothing(tiny_model
 
 def test_sigkill_mid_index_resumes_without_redoing_saved_chunks(tiny_model, tiny_images, tmp_path):
     out = tmp_path / "idx"
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TURKCLIP_TEST_INDEX_DELAY="1.5")
-    proc = subprocess.Popen([sys.executable, "-m", "turkclip_train.cli", "index", str(tiny_images), "--output", str(out),
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cli = slowed.command(1.5, "turkclip.search.photo_index:_save_chunk")  # a pause after each chunk: time to kill
+    proc = subprocess.Popen([sys.executable, *cli, "index", str(tiny_images), "--output", str(out),
                              "--model", str(tiny_model), "--chunk-size", "2", "--precision", "fp32", "--no-progress"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -148,7 +150,8 @@ def test_symlinks_leading_out_are_not_indexed(tiny_model, tiny_images, tmp_path)
 
 def test_index_with_an_adapter_records_it_and_uses_it(tiny_model, tiny_images, tmp_path):
     from turkclip.roads import load_clip
-    from turkclip.roads.adapters import LoraSettings, attach_lora
+    from turkclip.roads.adapters import attach_lora
+    from turkclip.roads.settings import LoraSettings
 
     clip = load_clip(str(tiny_model))
     lora = attach_lora(clip.model, LoraSettings(r=2, alpha=2, dropout=0.0, targets=("q_proj", "v_proj"), towers="both"))

@@ -9,9 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from turkclip.errors import TurkclipError
 from turkclip.search import queries
-from turkclip.search.classify import TURKISH_TEMPLATES, label_embeddings, parse_labels
+from turkclip.search.classify import TURKISH_TEMPLATES, label_embeddings
 from turkclip.search.photo_index import build_index
 from turkclip.search.photo_search import Searcher
 from turkclip_train.cli import main
@@ -107,9 +106,6 @@ def test_labels_are_ensembles_of_turkish_templates(tiny_model):
     got = label_embeddings(clip, ["kedi", "köpek"])
     each = queries.encode_queries(clip, [t.format("köpek") for t in TURKISH_TEMPLATES])
     assert torch.allclose(got[1], F.normalize(each.mean(0), dim=-1), atol=1e-5)
-    assert parse_labels("kedi, köpek\nkuş") == ["kedi", "köpek", "kuş"]
-    with pytest.raises(TurkclipError, match="twice"):
-        parse_labels("kedi,kedi")
 
 
 def test_every_text_query_goes_through_encode_queries(index, tiny_model, tiny_images, monkeypatch, capsys):
@@ -137,7 +133,7 @@ def test_server_side_faiss_index_is_saved_and_reused(index, monkeypatch):
 
     idx = open_index(index)
     built = search.open_search(idx, use_faiss=True)
-    assert built.searcher.kind == "faiss-ivf" and (index / f"faiss-ivf-g{idx.generation}.index").is_file()
+    assert built.searcher.kind == "faiss-ivf" and len(list(index.glob("faiss-ivf-*.index"))) == 1
     exact = search.open_search(idx, use_faiss=False)
     assert [h.path for h in built.text("kedi", 5)] == [h.path for h in exact.text("kedi", 5)]  # one list: exhaustive
 

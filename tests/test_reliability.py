@@ -26,7 +26,8 @@ from turkclip.data.dataset import load_image_text_set
 from turkclip.data.images import Preprocess
 from turkclip.errors import TurkclipError
 from turkclip.roads import load_clip
-from turkclip.roads.adapters import LoraSettings, attach_lora, load_adapter
+from turkclip.roads.adapters import attach_lora, load_adapter
+from turkclip.roads.settings import LoraSettings
 from turkclip_train import checkpoint
 from turkclip_train import train as train_module
 from turkclip_train.cli import main
@@ -50,7 +51,8 @@ def _bad_images(folder: Path) -> dict[str, str]:
     (folder / "empty.jpg").write_bytes(b"")
     (folder / "truncated.jpg").write_bytes(_jpeg_bytes(99)[:-300])
     (folder / "text.jpg").write_text("this is not a picture")
-    return {"empty.jpg": "empty file", "truncated.jpg": "truncated", "text.jpg": "cannot identify", "missing.jpg": "missing"}
+    return {"empty.jpg": "empty file", "truncated.jpg": "truncated", "text.jpg": "not a jpeg, png, webp, bmp or gif image",
+            "missing.jpg": "missing"}
 
 
 def _csv(path: Path, names: list[str], split: str = "train") -> Path:
@@ -145,6 +147,67 @@ def test_malformed_rows_are_one_line_errors(tmp_path):
     numeric.write_text('{"image": 3, "caption": "bir resim"}\n')
     with pytest.raises(TurkclipError, match="caps.jsonl:1: 'image' must be a non-empty file name, not 3"):
         read_captions(numeric)
+
+
+@pytest.mark.parametrize("name, content", [
+    ("caps.json", '{"images": ' + "[" * 100_000 + "]" * 100_000 + "}"),
+    ("caps.jsonl", '{"image": "a.jpg", "caption": "bir resim"}\n' + "[" * 100_000 + "]" * 100_000 + "\n"),
+])
+def test_deeply_nested_json_is_one_line(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(TurkclipError, match=re.escape(name) + r"(:2)?: JSON nested too deeply to read") as e:
+        read_captions(path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("name, content, where", [
+    ("caps.json", '{"images": [{"filename": "a.jpg", "sentences": [{"raw": "bir \\ud800 kedi"}]}]}',
+     "caps.json: images[0].sentences[0]: holds '\\ud800'"),
+    ("caps.json", '{"images": [{"filename": "\\udfff.jpg", "sentences": [{"raw": "bir kedi"}]}]}',
+     "caps.json: images[0].filename: holds '\\udfff'"),
+    ("caps.jsonl", '{"image": "a.jpg", "caption": "iyi"}\n{"image": "b.jpg", "caption": "k\\udc80di"}\n',
+     "caps.jsonl:2: holds '\\udc80'"),
+])
+def test_lone_surrogate_is_refused_with_its_place(tmp_path, name, content, where):
+    """A lone surrogate is not a character (the tokenizer would raise TypeError): refused, not replaced."""
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    with pytest.raises(TurkclipError, match=re.escape(where)):
+        read_captions(path)
+    paired = tmp_path / "paired.jsonl"  # a surrogate pair is one character (an emoji): fine
+    paired.write_text('{"image": "a.jpg", "caption": "kedi \\ud83d\\ude00"}\n', encoding="utf-8")
+    assert read_captions(paired).records[0].captions == ["kedi \U0001f600"]
+
+
+def test_oversized_captions_file_is_refused_unread(tmp_path, monkeypatch):
+    from turkclip.data import captions
+
+    path = _csv(tmp_path / "caps.csv", ["00.jpg"])
+    monkeypatch.setattr(captions, "MAX_BYTES", 10)
+    with pytest.raises(TurkclipError, match="larger than 0 GB.*--shards"):
+        read_captions(path)
+
+
+def test_training_says_which_images_no_split_takes(tmp_path, tiny_images, capsys):
+    """Images in a split training does not use (restval, a typo, none) are named and counted, never silently dropped."""
+    from turkclip_train.inputs import training_sets
+    from turkclip_train.train import TrainConfig
+
+    path = tmp_path / "caps.csv"
+    splits = ["train"] * 4 + ["val", "test", "restval", "restval", "Train", ""]
+    path.write_text("image,caption,split\n" + "".join(f"{i:02d}.jpg,bir resim {i},{s}\n" for i, s in enumerate(splits)),
+                    encoding="utf-8")
+    cfg = TrainConfig(captions=str(path), images=str(tiny_images), output=str(tmp_path / "out"), cache_dir=None)
+    train, val = training_sets(cfg, Preprocess(size=32), None)
+    assert (len(train), len(val)) == (4, 1)
+    err = capsys.readouterr().err.strip()
+    assert err == (f"note: {path}: 4 images are in splits this run leaves out: restval (2 images), Train (1 images),"
+                   " (no split) (1 images) (it trains on 'train', validates on 'val'); to train on them too:"
+                   " --train-split train,restval,Train; images without a split are taken only by --train-split all")
+    cfg.train_split = "train,restval,Train"
+    train, _ = training_sets(cfg, Preprocess(size=32), None)
+    assert len(train) == 7 and "(no split) (1 images)" in capsys.readouterr().err
 
 
 def test_duplicate_image_entries_are_refused(tmp_path, tiny_images):
@@ -267,6 +330,34 @@ def test_source_loads_tensors_only_through_safetensors_or_weights_only():
         assert not re.search(r"^\s*(import|from) (pickle|dill|joblib)\b", source, re.M), path
         for call in re.findall(r"torch\.load\([^)]*\)", source):
             assert "weights_only=True" in call, f"{path}: {call}"
+
+
+def test_every_from_pretrained_refuses_remote_code():
+    """transformers never runs (or asks on the terminal whether to run) code that comes with a model."""
+    import ast
+
+    for path in (ROOT / "src").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "from_pretrained"):
+                continue
+            if ast.unparse(node.func.value) == "PeftModel":
+                continue  # an adapter is a config and weights: PEFT runs no code from it
+            passed = [ast.unparse(k) for k in node.keywords]
+            assert "trust_remote_code=False" in passed or "**NO_REMOTE_CODE" in passed, f"{path}:{node.lineno}"
+
+
+@pytest.mark.parametrize("config_file", ["config.json", "tokenizer_config.json"])
+def test_model_folder_asking_to_run_its_own_code_is_refused(tmp_path, tiny_model, tiny_images, config_file, capsys):
+    folder = shutil.copytree(tiny_model, tmp_path / "model")
+    config = json.loads((folder / config_file).read_text(encoding="utf-8"))
+    config["auto_map"] = {"AutoModel": "evil.EvilModel", "AutoTokenizer": ["evil.EvilTokenizer", None]}
+    (folder / config_file).write_text(json.dumps(config), encoding="utf-8")
+    (folder / "evil.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
+    assert main(["predict", "--model", str(folder), str(tiny_images / "00.jpg"), "bir kedi"]) == 1
+    line = _one_error_line(capsys.readouterr().err, "predict")
+    assert f"({config_file} has an auto_map): turkclip never runs code that comes with a model" in line
+    assert not (tmp_path / "ran").exists()
 
 
 # --- the CLI: one line, exit 1, --debug for the traceback ----------------------------------------

@@ -2,7 +2,7 @@
 
 Two real `python -m turkclip_train.cli train` subprocesses start together: one is killed with
 SIGKILL once it has checkpointed in the middle of epoch 2, the other gets SIGINT (Ctrl-C) in
-epoch 1. The TURKCLIP_TEST_STEP_DELAY hook (train.py) slows their steps so the signals land
+epoch 1. They run through tests/slowed.py, which pauses after each checkpoint, so the signals land
 mid-run. Both are resumed with --resume and compared with an uninterrupted run of the same flags
 and seed. LoRA dropout is on, so they only match if the RNG state is restored too.
 """
@@ -22,6 +22,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import slowed
 from conftest import write_captioned_images
 from turkclip.errors import TurkclipError
 from turkclip_train import checkpoint
@@ -46,9 +47,10 @@ class Run:
 
     def __init__(self, argv: list[str], output: Path, label: str, delay: float = 0):
         self.output, self.log, self.err = output, output.parent / f"{label}.log", output.parent / f"{label}.err"
-        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TURKCLIP_TEST_STEP_DELAY=str(delay))
+        env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+        cli = slowed.command(delay, "turkclip_train.checkpoint:save") if delay else ["-m", "turkclip_train.cli"]
         with self.log.open("w") as out, self.err.open("w") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "turkclip_train.cli", *argv], stdout=out, stderr=err, env=env)
+            self.proc = subprocess.Popen([sys.executable, *cli, *argv], stdout=out, stderr=err, env=env)
 
     def wait(self) -> int:
         return self.proc.wait(timeout=180)
@@ -217,9 +219,12 @@ def test_checkpoint_is_replaced_atomically(tmp_path, monkeypatch):
     monkeypatch.undo()
 
     (tmp_path / checkpoint.FILENAME).write_bytes(good[: len(good) // 2])  # a torn file from elsewhere
-    with pytest.raises(TurkclipError, match="cannot read .*checkpoint.pt"):
+    with pytest.raises(TurkclipError, match="cannot resume from .*checkpoint.pt: it has no turkclip checksum"):
         checkpoint.load(tmp_path, model, optimizer, scheduler)
     torch.save({"weight": torch.zeros(2)}, tmp_path / checkpoint.FILENAME)  # someone else's tensors
+    with pytest.raises(TurkclipError, match="no turkclip checksum"):
+        checkpoint.load(tmp_path, model, optimizer, scheduler)
+    checkpoint._seal(tmp_path / checkpoint.FILENAME)  # sealed, but still not a checkpoint
     with pytest.raises(TurkclipError, match="is not a turkclip checkpoint"):
         checkpoint.load(tmp_path, model, optimizer, scheduler)
 
@@ -238,6 +243,9 @@ def test_foreign_checkpoint_is_never_unpickled(tmp_path):
     marker = tmp_path / "unpickled"
     (tmp_path / checkpoint.SUBFOLDER).mkdir()
     torch.save({"position": _Touch(marker)}, tmp_path / checkpoint.FILENAME)
+    with pytest.raises(TurkclipError, match="cannot resume from .*checkpoint.pt: it has no turkclip checksum"):
+        checkpoint.load(tmp_path, None, None, None)
+    checkpoint._seal(tmp_path / checkpoint.FILENAME)  # even with a valid seal the pickle is refused unread
     with pytest.raises(TurkclipError, match="cannot read .*checkpoint.pt"):
         checkpoint.load(tmp_path, None, None, None)
     assert not marker.exists()

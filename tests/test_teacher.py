@@ -112,3 +112,37 @@ def test_teacher_embeddings_are_cached_and_a_hit_gives_the_same_targets(clip, tm
     second = build_teacher(clip, ENGLISH, "en", CPU, "fp32", tmp_path, flip=True)
     items = [Item(0, "sağda kırmızı bir köpek", "tr", flip=True), Item(1, "a cat in the middle", "en")]
     assert torch.equal(first.targets(items, CPU)[0], second.targets(items, CPU)[0])
+
+
+def test_a_training_run_with_flips_distils_mirrored_items_towards_mirrored_targets(tiny_model, tmp_path, monkeypatch,
+                                                                                    one_thread):
+    """Through train(): every mirrored item that reaches the loss has the mirrored English target."""
+    from conftest import write_captioned_images
+    from turkclip.roads.settings import LoraSettings
+    from turkclip.roads.teacher import Teacher
+    from turkclip_train.config import TrainConfig
+    from turkclip_train.train import train
+
+    captions, images = write_captioned_images(tmp_path, 8, lambda i: [f"solda {i} kırmızı köpek"])
+    english = tmp_path / "en.csv"
+    english.write_text("image,caption\n" + "".join(f"{i:02d}.jpg,{i} red dogs on the left\n" for i in range(8)))
+    seen = []
+    real = Teacher.targets
+
+    def recording(self, items, device):
+        targets, has = real(self, items, device)
+        seen.extend((it, t) for it, t, h in zip(items, targets, has) if h)
+        return targets, has
+
+    monkeypatch.setattr(Teacher, "targets", recording)
+    train(TrainConfig(captions=str(captions), images=str(images), output=str(tmp_path / "out"), model=str(tiny_model),
+                      rehearsal_captions=str(english), objective="mix", augment="flip", epochs=2, batch_size=4,
+                      lora=LoraSettings(r=2, alpha=2, towers="text"), precision="fp32", progress=False,
+                      cache_dir=str(tmp_path / "cache")))
+    mirrored = [(it, t) for it, t in seen if it.flip]
+    assert mirrored and len(mirrored) < len(seen)  # the coin came up for some items, not all
+    clip = load_clip(str(tiny_model))
+    for item, target in mirrored:
+        assert "sağda" in item.text
+        want = teacher_of(clip, [f"{item.image} red dogs on the right"])[0]
+        assert torch.allclose(target, want, atol=1e-5)

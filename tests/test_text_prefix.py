@@ -13,11 +13,13 @@ from turkclip.data.sampling import Item
 from turkclip.embedding.embed import autocast, text_features
 from turkclip.errors import TurkclipError
 from turkclip.roads import load_clip
-from turkclip.roads.adapters import LoraSettings, attach_lora, load_adapter
+from turkclip.roads.adapters import attach_lora, load_adapter
 from turkclip.roads.loss import clip_loss
+from turkclip.roads.settings import LoraSettings
 from turkclip.roads.text_prefix import FullText, PrefixText, pool_positions
 from turkclip_train.cli import main as cli
-from turkclip_train.train import TrainConfig, train
+from turkclip_train.config import TrainConfig
+from turkclip_train.train import train
 
 CAPTIONS = ["kırmızı elbiseli kız merdiven çıkıyor", "iki köpek", "deniz kenarında yürüyen bir adam ve uzun bir"
             " cümle daha", "ışıklı bir şehir gecesi", "a", "bir çocuk parkta top oynuyor"]
@@ -128,15 +130,15 @@ def test_train_with_lora_layers_matches_the_full_tower_path(tiny_model, tmp_path
     """Two epochs through train(): the remembered-prefix path ends with the same adapter as the full tower."""
     from safetensors.torch import load_file
 
-    import turkclip_train.train as T
+    from turkclip.roads.lora import LoraRoad
 
     lora = lambda: LoraSettings(towers="text", dropout=0.0, layers=1)  # noqa: E731
     chosen = []
-    real = T._text_path
-    monkeypatch.setattr(T, "_text_path", lambda *a: chosen.append(real(*a)) or chosen[-1])
+    real = LoraRoad.text_path
+    monkeypatch.setattr(LoraRoad, "text_path", lambda road, data: chosen.append(real(road, data)) or chosen[-1])
     fast = run_train(tiny_model, tmp_path, "prefix", lora=lora())
     assert isinstance(chosen[-1], PrefixText)
-    monkeypatch.setattr(T, "_text_path", lambda cfg, clip, *a: FullText(clip.text))
+    monkeypatch.setattr(LoraRoad, "text_path", lambda road, data: FullText(road.clip.text))
     slow = run_train(tiny_model, tmp_path, "full", lora=lora())
     a, b = load_file(fast / "adapter_model.safetensors"), load_file(slow / "adapter_model.safetensors")
     assert a.keys() == b.keys() and all("layers.1." in k for k in a)
@@ -146,11 +148,11 @@ def test_train_with_lora_layers_matches_the_full_tower_path(tiny_model, tmp_path
 
 
 def test_token_rows_both_towers_or_every_layer_take_the_full_tower_path(tiny_model, tmp_path, monkeypatch):
-    import turkclip_train.train as T
+    from turkclip.roads.lora import LoraRoad
 
     chosen = []
-    real = T._text_path
-    monkeypatch.setattr(T, "_text_path", lambda *a: chosen.append(real(*a)) or chosen[-1])
+    real = LoraRoad.text_path
+    monkeypatch.setattr(LoraRoad, "text_path", lambda road, data: chosen.append(real(road, data)) or chosen[-1])
     run_train(tiny_model, tmp_path, "rows", lora=LoraSettings(towers="text", layers=1), train_token_rows="all")
     run_train(tiny_model, tmp_path, "both", lora=LoraSettings(towers="both"))
     run_train(tiny_model, tmp_path, "text", lora=LoraSettings(towers="text"))  # no --lora-layers: as before
@@ -173,7 +175,7 @@ def test_flag_combinations_are_refused_before_any_data_is_read(tiny_model, tmp_p
              str(tmp_path / "nowhere"), "--output", str(tmp_path / "out"), "--no-progress"]
     for extra, phrase in ((["--lora-layers", "1"], "needs --lora-towers text"),
                           (["--lora-layers", "1", "--text-model", str(tmp_path / "e5")], "not a --text-model"),
-                          (["--negatives", "bank"], "needs --lora-towers text")):
+                          (["--negatives", "bank"], "needs a frozen image tower (--lora-towers text")):
         assert cli(flags + extra) == 1
         err = capsys.readouterr().err
         assert phrase in err and "missing.csv" not in err, err

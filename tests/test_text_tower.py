@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -123,7 +124,8 @@ def test_train_writes_a_tower_that_loads_and_learnt(tiny_model, tiny_encoder, ti
     from turkclip.embedding.embed import embed_texts
     from turkclip.roads import load_clip
     from turkclip.roads.text_tower import load_text_tower
-    from turkclip_train.train import TrainConfig, train
+    from turkclip_train.config import TrainConfig
+    from turkclip_train.train import train
 
     tr, en = _pairs(tmp_path, tiny_images)
     out = tmp_path / "tower"
@@ -148,7 +150,8 @@ def test_train_writes_a_tower_that_loads_and_learnt(tiny_model, tiny_encoder, ti
 
 def test_distill_without_english_captions_is_one_line(tiny_model, tiny_encoder, tiny_images, tmp_path):
     from turkclip.errors import TurkclipError
-    from turkclip_train.train import TrainConfig, train
+    from turkclip_train.config import TrainConfig
+    from turkclip_train.train import train
 
     tr, _ = _pairs(tmp_path, tiny_images)
     with pytest.raises(TurkclipError, match="needs --rehearsal-captions"):  # before any model is built
@@ -172,7 +175,12 @@ def test_bad_text_models_are_one_line_errors(tiny_model, tiny_encoder, tiny_imag
     no_tokenizer.mkdir()
     (no_tokenizer / "config.json").write_text((tiny_encoder / "config.json").read_text())
     (no_tokenizer / "model.safetensors").write_bytes((tiny_encoder / "model.safetensors").read_bytes())
-    cases = {tmp_path: "no config.json", tiny_model: "is a CLIP model", no_tokenizer: "has no tokenizer"}
+    remote_code = tmp_path / "remote-code"  # asks transformers to run its own modelling code
+    shutil.copytree(tiny_encoder, remote_code)
+    config = json.loads((remote_code / "config.json").read_text())
+    (remote_code / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "modeling.Evil"}}))
+    cases = {tmp_path: "no config.json", tiny_model: "is a CLIP model", no_tokenizer: "has no tokenizer",
+             remote_code: "asks to run code of its own (config.json has an auto_map)"}
     for folder, phrase in cases.items():
         line = _one_line(capsys, "train", "--model", str(tiny_model), "--text-model", str(folder), "--captions", str(tr),
                          "--images", str(tiny_images), "--output", str(tmp_path / "out"), "--cache-dir", "none")
@@ -222,3 +230,33 @@ def test_photo_index_searches_and_classifies_through_a_text_tower(tiny_model, ti
 
     with pytest.raises(TurkclipError, match="built with adapter"):
         open_search(replace(open_index(tmp_path / "index"), adapter="/some/adapter"), text_model=str(tower))
+
+
+def test_index_update_records_a_new_tower_and_refuses_one_on_an_adapter_index(tiny_model, tiny_encoder, tiny_images,
+                                                                              tmp_path, capsys):
+    from turkclip.errors import TurkclipError
+    from turkclip.roads import load_clip
+    from turkclip.roads.adapters import LoraSettings, attach_lora
+    from turkclip.search.photo_index import INDEX_FILE, build_index, open_index
+    from turkclip_train.cli import main
+
+    _, swapped = _tower_clip(tiny_model, tiny_encoder, "head")
+    tower = tmp_path / "tower"
+    swapped.model.save_pretrained(tower)
+    build_index(tiny_images, tmp_path / "plain", str(tiny_model), progress=False)
+    report = build_index(tiny_images, tmp_path / "plain", text_model=str(tower), progress=False)  # nothing else changed
+    assert report.kept == 12 and report.added == 0
+    assert report.index.text_model == open_index(tmp_path / "plain").text_model == str(tower.resolve())
+    with pytest.raises(TurkclipError, match="not a text tower trained by turkclip"):  # never recorded unchecked
+        build_index(tiny_images, tmp_path / "plain", text_model=str(tiny_encoder), progress=False)
+    assert open_index(tmp_path / "plain").text_model == str(tower.resolve())
+
+    lora = attach_lora(load_clip(str(tiny_model)).model, LoraSettings(r=2, alpha=2, dropout=0.0, towers="both"))
+    lora.save_pretrained(tmp_path / "adapter")
+    build_index(tiny_images, tmp_path / "adapted", str(tiny_model), str(tmp_path / "adapter"), progress=False)
+    before = (tmp_path / "adapted" / INDEX_FILE).read_bytes()
+    assert main(["index", str(tiny_images), "--output", str(tmp_path / "adapted"), "--text-model", str(tower)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "was built with adapter" in err and "new --output" in err
+    assert (tmp_path / "adapted" / INDEX_FILE).read_bytes() == before
+    assert open_index(tmp_path / "adapted").text_model is None

@@ -16,7 +16,7 @@ _WHERE = {
     # models/: the base CLIP
     "DEFAULT_MODEL": "models.clip", "Clip": "models.clip", "save_clip": "models.clip",
     # roads/: the two roads to a new language
-    "load_clip": "roads", "LoraSettings": "roads.adapters", "attach_lora": "roads.adapters",
+    "load_clip": "roads", "LoraSettings": "roads.settings", "attach_lora": "roads.adapters",
     "load_adapter": "roads.adapters", "SwappedClip": "roads.text_tower", "TextTower": "roads.text_tower",
     "load_text_tower": "roads.text_tower", "new_text_tower": "roads.text_tower", "swap_text_tower": "roads.text_tower",
     "bank_loss": "roads.loss", "clip_loss": "roads.loss", "distill_loss": "roads.loss",

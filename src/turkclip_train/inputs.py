@@ -6,13 +6,17 @@ nothing after loading knows which it was.
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
 from pathlib import Path
 
-from turkclip.data.captions import read_captions
+from turkclip.data.captions import CaptionSet, read_captions
 from turkclip.data.dataset import ImageTextSet, load_image_text_set
 from turkclip.data.images import Preprocess
 from turkclip.data.shards import load_shard_set
 from turkclip.errors import TurkclipError
+
+from .distributed import is_main_process
 
 
 def check_source(captions: str | None, images: str | None, shards: str | None) -> None:
@@ -26,7 +30,11 @@ def check_source(captions: str | None, images: str | None, shards: str | None) -
 def training_sets(cfg, preprocess: Preprocess, cache_dir: Path | None) -> tuple[ImageTextSet, ImageTextSet | None]:
     """(train, val or None) for a `TrainConfig`: the captions file's splits, or --shards and --val-shards."""
     check_source(cfg.captions, cfg.images, cfg.shards)
+    if cfg.limit_images is not None and cfg.limit_images < 1:
+        raise TurkclipError(f"--limit-images must be at least 1, not {cfg.limit_images}")
     if cfg.shards:
+        if cfg.limit_images is not None:
+            raise TurkclipError("--limit-images goes with --captions/--images (a shard set is read whole)")
         train = load_shard_set(cfg.shards, cfg.lang, preprocess, cfg.skip_bad_images, cache_dir)
         val = load_shard_set(cfg.val_shards, cfg.lang, preprocess, cfg.skip_bad_images,
                              cache_dir) if cfg.val_shards else None
@@ -35,11 +43,32 @@ def training_sets(cfg, preprocess: Preprocess, cache_dir: Path | None) -> tuple[
         raise TurkclipError("--val-shards goes with --shards; with --captions the validation split is --val-split")
     captions = read_captions(cfg.captions, cfg.lang, cfg.encoding, cfg.image_column, cfg.caption_column,
                              cfg.split_column)
-    train = load_image_text_set(captions.split(cfg.train_split), cfg.images, preprocess, cfg.skip_bad_images, cache_dir)
+    train = load_image_text_set(_first(captions.split(cfg.train_split), cfg.limit_images), cfg.images, preprocess,
+                                cfg.skip_bad_images, cache_dir)
+    _note_left_out(captions, cfg.train_split, cfg.val_split)
     has_val = cfg.val_split is not None and cfg.val_split in captions.splits()
-    val = load_image_text_set(captions.split(cfg.val_split), cfg.images, preprocess, cfg.skip_bad_images,
-                              cache_dir) if has_val else None
+    val = load_image_text_set(_first(captions.split(cfg.val_split), cfg.limit_images), cfg.images, preprocess,
+                              cfg.skip_bad_images, cache_dir) if has_val else None
     return train, val
+
+
+def _first(captions: CaptionSet, n: int | None) -> CaptionSet:
+    """The first `n` images of a split (--limit-images), or all of them."""
+    return captions if n is None else replace(captions, records=captions.records[:n])
+
+
+def _note_left_out(captions: CaptionSet, train_split: str, val_split: str | None) -> None:
+    """Images in splits that neither training nor validation takes are never dropped without a word (a "test"
+    split is held out on purpose and not mentioned)."""
+    left = captions.left_out(train_split, val_split, "test")
+    if not left or not is_main_process():
+        return
+    named = [k for k in left if k != "None"]
+    print(f"note: {captions.source}: {sum(left.values())} images are in splits this run leaves out:"
+          f" {captions.describe_splits(left)} (it trains on {train_split!r}, validates on {val_split!r})"
+          + (f"; to train on them too: --train-split {','.join([train_split, *named])}" if named else "")
+          + ("; images without a split are taken only by --train-split all" if "None" in left else ""),
+          file=sys.stderr)
 
 
 def evaluation_set(args, preprocess: Preprocess, cache_dir: Path | None) -> ImageTextSet:

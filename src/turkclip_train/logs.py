@@ -30,8 +30,13 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line]
 
 
-def plot_curves(runs: dict[str, list[dict]], png: Path) -> None:
-    """Training loss (left) and validation recall (right) of one or more runs, on shared axes."""
+OBJECTIVE_TITLES = {"contrastive": "Contrastive loss", "distill": "Distillation loss",
+                    "mix": "Contrastive + distillation loss"}
+
+
+def plot_curves(runs: dict[str, list[dict]], png: Path, objective: str = "contrastive") -> None:
+    """Training loss (left) and validation recall (right) of one or more runs, on shared axes. Short runs (a few
+    logged points) are drawn with markers, so a one-point curve still shows."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -43,13 +48,14 @@ def plot_curves(runs: dict[str, list[dict]], png: Path) -> None:
         prefix = f"{label}: " if len(runs) > 1 else ""  # one run: its validation curves need no run name
         train = [r for r in records if r["kind"] == "train"]
         val = [r for r in records if r["kind"] == "val"]
-        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=label)
+        ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label=label,
+                     marker="o" if len(train) <= 20 else None)
         if val:
             ax_val.plot([r["epoch"] for r in val], [r["text_to_image"]["R@1"] for r in val], marker="o",
                         label=f"{prefix}text→image R@1")
             ax_val.plot([r["epoch"] for r in val], [r["mean_recall"] for r in val], marker="s", linestyle="--",
                         label=f"{prefix}mean recall")
-    ax_loss.set(xlabel="optimizer step", ylabel="training loss", title="Contrastive loss")
+    ax_loss.set(xlabel="optimizer step", ylabel="training loss", title=OBJECTIVE_TITLES.get(objective, objective))
     ax_val.set(xlabel="epoch", ylabel="%", title="Validation retrieval")
     ax_val.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     for ax in (ax_loss, ax_val):

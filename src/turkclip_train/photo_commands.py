@@ -7,6 +7,7 @@ from pathlib import Path
 
 from turkclip.embedding.embed import resolve_precision
 from turkclip.errors import TurkclipError
+from turkclip.search.photo_files import printable
 
 from .distributed import default_device, is_main_process, process_group
 
@@ -33,24 +34,30 @@ def index(args) -> None:
         for where, problem in problems:
             print(f"skipped shard sample {where}: {problem}")
         print(f"{args.folder}: {written} photos unpacked from the shards, {kept} already there")
+    for note in report.repaired:
+        print(f"note: {printable(note)}")
+    for path, problem in report.skipped:
+        print(f"left out {printable(path)}: {problem}")
     for path, _size, _mtime, problem in report.bad:
-        print(f"skipped {path}: {problem}")
+        print(f"skipped {printable(path)}: {printable(problem)}")
     idx = report.index
     print(f"{args.output}: {len(idx.paths)} photos ({report.added} new, {report.changed} changed, {report.removed}"
           f" removed, {report.kept} unchanged" + (f", {report.resumed} from an interrupted run" if report.resumed else "")
-          + f"; {len(report.bad)} unreadable) with {idx.model}" + (f" + {idx.adapter}" if idx.adapter else "")
+          + f"; {len(report.bad)} unreadable" + (f", {len(report.skipped)} left out" if report.skipped else "")
+          + f") with {idx.model}" + (f" + {idx.adapter}" if idx.adapter else "")
           + (f" (queries through the text tower {idx.text_model})" if idx.text_model else "")
           + f" in {report.seconds:.1f} s")
 
 
 def search(args) -> None:
+    from turkclip.search.language import index_language
     from turkclip.search.photo_index import open_index
     from turkclip.search.photo_search import open_search
+    from turkclip.search.texts import check_query
 
     if (args.query is None) == (args.image is None):
         raise TurkclipError("give a text query or --image PHOTO (one of the two)")
-    if args.query is not None and not args.query.strip():
-        raise TurkclipError("the query is empty: type a few words to search for")
+    query = check_query(args.query) if args.query is not None else None
     if args.k < 1:
         raise TurkclipError(f"-k must be at least 1, not {args.k}")
     idx = open_index(args.index)
@@ -62,18 +69,18 @@ def search(args) -> None:
             raise TurkclipError(f"image not found: {args.image}")
         hits = engine.photo(args.image, args.k)
     else:
-        hits = engine.text(args.query, args.k, args.lang)
+        hits = engine.text(query, args.k, args.lang or index_language(idx))
     if args.json:
         print(json.dumps([h.as_dict() for h in hits], ensure_ascii=False))
         return
     for h in hits:
-        print(f"{h.score:7.4f}  {h.path}")
+        print(f"{h.score:7.4f}  {printable(h.path)}")
 
 
 def classify(args) -> None:
     from turkclip.roads import load_clip
     from turkclip.search.classify import classify as classify_images
-    from turkclip.search.classify import parse_labels
+    from turkclip.search.texts import parse_labels
 
     if (args.labels is None) == (args.labels_file is None):
         raise TurkclipError("give --labels \"kedi,köpek,kuş\" or --labels-file FILE (one of the two)")
@@ -86,7 +93,7 @@ def classify(args) -> None:
             raise TurkclipError(f"{args.labels_file} is not UTF-8 text") from None
     else:
         text = args.labels
-    labels = parse_labels(text)
+    labels = parse_labels(text, args.lang, cased=args.text_model is not None)
     if args.k < 1:
         raise TurkclipError(f"-k must be at least 1, not {args.k}")
     missing = [p for p in args.images if not Path(p).is_file()]
@@ -111,12 +118,30 @@ def serve(args) -> None:
     try:
         import uvicorn
 
-        from turkclip_train.serve.app import create_app
+        from turkclip_train.serve.app import allowed_hosts, create_app
     except ImportError as e:
         raise TurkclipError(f"`turkclip serve` needs the web extras: pip install 'turkclip[app]' ({e.name} is missing)") from None
-    engine = open_search(open_index(args.index), args.model, args.adapter, args.tokenizer, default_device(args.device),
+    index = open_index(args.index)
+    photos = _served_folder(args.photos, index)
+    engine = open_search(index, args.model, args.adapter, args.tokenizer, default_device(args.device),
                          text_model=args.text_model)
-    app = create_app(engine, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024))
-    print(f"serving {len(engine.index.paths)} photos of {engine.index.root} on http://{args.host}:{args.port}"
-          " (Ctrl-C stops)")
+    hosts = allowed_hosts(args.host, args.allow_host)
+    app = create_app(engine, photos, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), allowed_hosts=hosts)
+    print(f"serving {len(index.paths)} photos of {photos} on http://{args.host}:{args.port} to requests for"
+          f" {', '.join(hosts)} (more: --allow-host NAME; Ctrl-C stops)")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+
+
+def _served_folder(photos: str | None, index) -> Path:
+    """The photo folder the user named (the index's paths are looked up in it, never in the folder the index file
+    names): it must hold some of the indexed photos."""
+    if photos is None:
+        raise TurkclipError(f"give --photos FOLDER, the folder of photos to show (this index was built from {index.root})")
+    folder = Path(photos)
+    if not folder.is_dir():
+        raise TurkclipError(f"photo folder not found: {folder}")
+    sample = index.paths[:: max(1, len(index.paths) // 20)]
+    if sample and not any((folder / path).is_file() for path in sample):
+        raise TurkclipError(f"none of the index's photos (e.g. {sample[0]}) are in {folder}: give the folder the index"
+                            f" was built from (it was {index.root})")
+    return folder

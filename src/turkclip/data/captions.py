@@ -8,7 +8,10 @@ Three formats, chosen by file extension:
            a split column is optional. Rows of the same image are grouped.
 * `.txt`   Flickr8k's `Flickr8k.token.txt`: `name.jpg#k<TAB>caption` (English).
 
-Every problem is a `TurkclipError` that names the file and the place in it.
+Every problem is a `TurkclipError` that names the file and the place in it. The file is untrusted: it is
+bounded (`MAX_BYTES`), JSON nested too deeply to read is refused, and a caption or file name that is not
+Unicode text (a lone surrogate, which JSON's "\ud800" escapes can make) is refused with its place rather than
+repaired: replacing it would train on a caption the file does not hold.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from turkclip.errors import TurkclipError
 
+MAX_BYTES = 2 * 2**30  # a captions file larger than this is refused (WebDataset shards scale further)
 
 @dataclass
 class ImageRecord:
@@ -48,18 +52,33 @@ class CaptionSet:
         return counts
 
     def split(self, name: str | None) -> "CaptionSet":
-        """The records of one split (`None` or "all": every record)."""
+        """The records of one split, or of several named with commas ("train,restval"); `None` or "all": every
+        record."""
         if name in (None, "all"):
             return self
-        records = [r for r in self.records if r.split == name]
+        names = set(name.split(","))
+        records = [r for r in self.records if r.split in names]
         if not records:
             splits = {k: v for k, v in self.splits().items() if k != "None"}
             if not splits:
                 raise TurkclipError(f"{self.source} has no splits; use --split all (train: --train-split all)"
                                     " to take every image")
-            known = ", ".join(f"{k} ({v} images)" for k, v in splits.items())
-            raise TurkclipError(f"{self.source}: no split named {name!r}; it has: {known} (or --split all for every image)")
+            raise TurkclipError(f"{self.source}: no split named {name!r}; it has: {self.describe_splits()}"
+                                " (or --split all for every image)")
         return CaptionSet(records, self.lang, self.source)
+
+    def left_out(self, *names: str | None) -> dict[str, int]:
+        """Images per split that none of `names` (split names, comma lists, "all") takes: {split: images}, with
+        images that have no split under "None"."""
+        if "all" in names:
+            return {}
+        used = {n for name in names if name for n in name.split(",")}
+        return {k: v for k, v in self.splits().items() if k not in used}
+
+    def describe_splits(self, counts: dict[str, int] | None = None) -> str:
+        """"train (6000 images), val (1000 images), (no split) (3 images)": for messages."""
+        counts = self.splits() if counts is None else counts
+        return ", ".join(f"{'(no split)' if k == 'None' else k} ({v} images)" for k, v in counts.items())
 
     def aligned(self, other: "CaptionSet") -> "CaptionSet":
         """`other`'s captions on this set's images, in this set's order and splits.
@@ -109,6 +128,9 @@ def read_captions(
 
 def read_text(path: Path, encoding: str | None = None) -> str:
     """Read a text file as UTF-8 (or `encoding`), detecting BOMs; refuse to guess silently."""
+    if path.stat().st_size > MAX_BYTES:
+        raise TurkclipError(f"{path} is larger than {MAX_BYTES // 2**30} GB, the most turkclip reads as one captions"
+                            " file: split it, or write the data as WebDataset shards (--shards)")
     data = path.read_bytes()
     codec = text_encoding(path, data[:4096], encoding)
     try:
@@ -151,10 +173,7 @@ def not_decodable(path: Path, error: UnicodeDecodeError, position: str, encoding
 
 
 def _read_karpathy(text: str, path: Path) -> list[ImageRecord]:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise TurkclipError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    doc = _json(text, str(path), whole_file=True)
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
         raise TurkclipError(f'{path}: not a Karpathy-style captions file: missing top-level "images" list')
     records, seen = [], {}
@@ -168,6 +187,7 @@ def _read_karpathy(text: str, path: Path) -> list[ImageRecord]:
         name = item["filename"]
         if not isinstance(name, str) or not name:
             raise TurkclipError(f'{where}: "filename" must be a non-empty string')
+        _check_unicode(name, f"{where}.filename")
         if name in seen:
             raise TurkclipError(f"{where}: duplicate entry for image {name!r} (first at images[{seen[name]}])")
         seen[name] = i
@@ -187,10 +207,7 @@ def _read_karpathy(text: str, path: Path) -> list[ImageRecord]:
 def _jsonl_rows(text: str, path: Path):
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise TurkclipError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            row = _json(line, f"{path}:{n}")
             if not isinstance(row, dict):
                 raise TurkclipError(f"{path}:{n}: each line must be a JSON object")
             yield row
@@ -212,6 +229,7 @@ def _group_rows(rows, path: Path, image_col: str, caption_col: str, split_col: s
             raise TurkclipError(f"{where}: needs {image_col!r} and {caption_col!r} fields")
         if not isinstance(name, str) or not name:
             raise TurkclipError(f"{where}: {image_col!r} must be a non-empty file name, not {name!r}")
+        _check_unicode(name, where)
         split = row.get(split_col) or None
         record = by_name.setdefault(name, ImageRecord(name, split))
         if record.split != split:
@@ -237,8 +255,30 @@ def _read_flickr_tokens(text: str, path: Path) -> list[ImageRecord]:
     return list(by_name.values())
 
 
+def _json(text: str, where: str, whole_file: bool = False):
+    """Parse one JSON document; one line naming `where` (and in a whole file, the line and column) when it is
+    malformed or nested too deeply to read."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        place = f"line {e.lineno}, column {e.colno}: " if whole_file else ""
+        raise TurkclipError(f"{where}: not valid JSON ({place}{e.msg})") from None
+    except RecursionError:
+        raise TurkclipError(f"{where}: JSON nested too deeply to read (a captions file needs a few levels)") from None
+
+
+def _check_unicode(text: str, where: str) -> None:
+    """Refuse text holding a lone surrogate (a JSON escape such as \\ud800 with no partner): it is not a character."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise TurkclipError(f"{where}: holds {text[e.start]!r}, half of a UTF-16 pair and not a character (a"
+                            " broken \\uXXXX escape?): fix it in the file") from None
+
+
 def _caption(text: str, where: str) -> str:
     text = text.strip()
     if not text:
         raise TurkclipError(f"{where}: empty caption")
+    _check_unicode(text, where)
     return text

@@ -24,9 +24,9 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from turkclip.cache import atomic_path
+from turkclip.progress import bar as progress_bar
 
 
 class PixelStore:
@@ -143,7 +143,7 @@ def write_store(folder: Path | None, key: str, size: int, decoded: Iterable[np.n
     data_path = Path(folder) / f"pixels-{key}.u8"
     count, problems = 0, []
     with atomic_path(data_path) as tmp, tmp.open("wb", buffering=0) as f:
-        for position, item in enumerate(tqdm(decoded, total=total, desc=desc, unit="img", leave=False, disable=None)):
+        for position, item in enumerate(progress_bar(decoded, total=total, desc=desc, unit="img", leave=False)):
             if isinstance(item, str):
                 problems.append((position, item))
                 continue

@@ -11,13 +11,13 @@ import contextlib
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from turkclip import cache
 from turkclip.data import pixel_store
 from turkclip.data.dataset import ImageTextSet
 from turkclip.data.images import Preprocess
 from turkclip.models.text import TextEncoder
+from turkclip.progress import bar as progress_bar
 
 
 def features(output) -> torch.Tensor:
@@ -70,7 +70,7 @@ def embed_images(model, pixels: torch.Tensor, preprocess: Preprocess, device: to
     """uint8 pixels [N, 3, S, S] → projected, unnormalised image embeddings [N, D] (fp32, on CPU)."""
     out = []
     starts = range(0, len(pixels), batch_size)
-    for start in tqdm(starts, desc="embedding images", leave=False, disable=None if progress else True):
+    for start in progress_bar(starts, desc="embedding images", leave=False, enabled=progress):
         batch = preprocess.normalize(pixels[start : start + batch_size].to(device, non_blocking=True))
         with autocast(device, precision):
             out.append(features(model.get_image_features(pixel_values=batch)).float().cpu())

@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from turkclip import cache
 from turkclip.data.augment import AugmentPolicy, augment_batch, choose_view
@@ -23,6 +22,7 @@ from turkclip.data.dataset import ImageTextSet
 from turkclip.data.images import Preprocess
 from turkclip.embedding.embed import embed_images, eval_mode, image_bank_key
 from turkclip.errors import TurkclipError
+from turkclip.progress import bar as progress_bar
 
 CHUNK = 512  # images augmented at a time (bounds memory: 512 ViT-B/32 images are 77 MB of uint8)
 
@@ -65,7 +65,7 @@ def view_bank(model, data: ImageTextSet, preprocess: Preprocess, device: torch.d
         out = torch.empty(0)
         jobs = [(v, m, s) for v in range(views) for m in mirrors for s in range(0, n, CHUNK)]
         with eval_mode(model):
-            for v, mirrored, start in tqdm(jobs, desc=f"embedding {views} augmented views", leave=False, disable=None):
+            for v, mirrored, start in progress_bar(jobs, desc=f"embedding {views} augmented views", leave=False):
                 images = list(range(start, min(n, start + CHUNK)))
                 pixels = augment_batch(data.pixels, images, [mirrored] * len(images), policy, seed, view=v)
                 embeds = embed_images(model, pixels, preprocess, device, precision, progress=False)

@@ -14,7 +14,8 @@ from transformers import AutoTokenizer, CLIPConfig, CLIPModel
 
 from turkclip.data.images import Preprocess
 from turkclip.errors import TurkclipError
-from turkclip.models.clip import Clip, load_failure, offline_kwargs, save_clip
+from turkclip.models.clip import Clip, save_clip
+from turkclip.models.hub import NO_REMOTE_CODE, load_failure, offline_kwargs
 from turkclip.models.text import TextEncoder
 
 
@@ -67,7 +68,7 @@ def init_model(architecture: str, tokenizer: str | Path, folder: str | Path, see
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise TurkclipError(f"{folder} already exists and is not empty; choose a new or empty folder")
     try:
-        tok = AutoTokenizer.from_pretrained(str(tokenizer), **offline_kwargs(str(tokenizer)))
+        tok = AutoTokenizer.from_pretrained(str(tokenizer), **NO_REMOTE_CODE, **offline_kwargs(str(tokenizer)))
     except (OSError, ValueError) as e:
         raise TurkclipError(load_failure(str(tokenizer), "tokenizer", e, "--tokenizer")) from None
     spec = ARCHITECTURES[architecture]

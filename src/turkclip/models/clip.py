@@ -17,11 +17,9 @@ from transformers.utils import logging as hf_logging
 
 from turkclip.data.images import Preprocess
 from turkclip.errors import TurkclipError
-from turkclip.models.hub import check_clip_source, load_failure, offline_kwargs
+from turkclip.models.hub import DEFAULT_MODEL, NO_REMOTE_CODE, check_clip_source, load_failure, offline_kwargs
 from turkclip.models.processor import folds_turkish, plain_normalizer, save_processor
 from turkclip.models.text import TextEncoder
-
-DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 
 hf_logging.disable_progress_bar()  # "Loading weights" bars for every load drown our own progress bars
 
@@ -42,17 +40,17 @@ def load_base(name: str = DEFAULT_MODEL, tokenizer: str | None = None) -> Clip:
     check_clip_source(name)
     local = offline_kwargs(name)
     try:  # safetensors only: a pickled pytorch_model.bin from a user's folder is never loaded
-        model = CLIPModel.from_pretrained(name, dtype=torch.float32, use_safetensors=True, **local)
+        model = CLIPModel.from_pretrained(name, dtype=torch.float32, use_safetensors=True, **NO_REMOTE_CODE, **local)
     except (OSError, SafetensorError) as e:
         raise TurkclipError(load_failure(name, "model", e)) from None
     try:
-        tok = AutoTokenizer.from_pretrained(tokenizer or name, **offline_kwargs(tokenizer or name))
+        tok = AutoTokenizer.from_pretrained(tokenizer or name, **NO_REMOTE_CODE, **offline_kwargs(tokenizer or name))
     except (OSError, ValueError) as e:
         raise TurkclipError(load_failure(tokenizer or name, "tokenizer", e) + " (or pass --tokenizer FOLDER)") from None
     if folds_turkish(tok):  # a folder turkclip wrote for CLIPProcessor users; TextEncoder folds per caption language
         tok.backend_tokenizer.normalizer = plain_normalizer()
     try:
-        processor = CLIPImageProcessorPil.from_pretrained(name, **local)
+        processor = CLIPImageProcessorPil.from_pretrained(name, **NO_REMOTE_CODE, **local)
     except OSError:  # no preprocessor_config.json: CLIP's standard preprocessing at the tower's size
         processor = None
     preprocess = Preprocess.from_processor(processor, model.config.vision_config.image_size)

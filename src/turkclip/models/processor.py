@@ -54,9 +54,10 @@ def plain_normalizer() -> normalizers.Normalizer:
 
 
 def folds_turkish(tokenizer) -> bool:
-    """Whether `tokenizer` (a transformers fast tokenizer) carries the Turkish fold written by `save_processor`."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    return backend is not None and backend.normalizer is not None and backend.normalizer.normalize_str("I") == "ı"
+    """Whether `tokenizer` (a transformers fast tokenizer, or the `tokenizers.Tokenizer` of a tokenizer.json) carries
+    the Turkish fold written by `save_processor`."""
+    normalizer = getattr(getattr(tokenizer, "backend_tokenizer", tokenizer), "normalizer", None)
+    return normalizer is not None and normalizer.normalize_str("I") == "ı"
 
 
 def image_processor(preprocess: Preprocess) -> CLIPImageProcessorPil:

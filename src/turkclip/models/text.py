@@ -12,8 +12,10 @@ Two things happen here that CLIP's own tokenizer gets wrong or leaves to the cal
 from __future__ import annotations
 
 import unicodedata
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # annotations only: checking what a user typed (turkclip.search.texts) needs no torch
+    import torch
 
 _TURKISH_UPPER = str.maketrans({"I": "ı", "İ": "i"})
 

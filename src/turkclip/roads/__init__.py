@@ -11,8 +11,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from turkclip.errors import TurkclipError
-from turkclip.models.clip import DEFAULT_MODEL, Clip, load_base
+from turkclip.models.hub import DEFAULT_MODEL
+
+if TYPE_CHECKING:  # the package stays light: `turkclip --help` imports its settings without torch
+    from turkclip.models.clip import Clip
 
 
 def load_clip(name: str = DEFAULT_MODEL, tokenizer: str | None = None, text_model: str | None = None,
@@ -22,6 +27,8 @@ def load_clip(name: str = DEFAULT_MODEL, tokenizer: str | None = None, text_mode
     CLIP's own text tower). Both written by `turkclip train`."""
     if adapter and text_model:
         raise TurkclipError("give --adapter or --text-model, not both (two roads to the same goal)")
+    from turkclip.models.clip import load_base
+
     clip = load_base(name, tokenizer)
     if text_model:
         from turkclip.roads.text_tower import load_text_tower, swap_text_tower

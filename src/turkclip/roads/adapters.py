@@ -13,60 +13,19 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from peft import PeftModel, get_peft_model, get_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from transformers import CLIPModel
 
 from turkclip.errors import TurkclipError
+from turkclip.roads.sentence_folder import is_tower
+from turkclip.roads.settings import LoraSettings
 
 # peft reads transformers 5's deprecated `is_gradient_checkpointing`: noise on every run, nothing the user can fix.
 _PEFT_NOISE = "`is_gradient_checkpointing` is deprecated"
 
-TOWER_PATTERNS = {"text": "text_model", "vision": "vision_model", "both": "(text_model|vision_model)"}
-
-
-@dataclass
-class LoraSettings:
-    """The seed recipe's defaults: r=16, alpha=16, q_proj+v_proj in both towers, dropout 0.1."""
-
-    r: int = 16
-    alpha: int = 16
-    dropout: float = 0.1
-    targets: tuple[str, ...] = ("q_proj", "v_proj")
-    towers: str = "both"  # "text" | "vision" | "both"
-    token_ids: list[int] = field(default_factory=list)  # token-embedding rows to train too
-    layers: int | None = None  # LoRA only in the top N layers of the text tower (None: every layer)
-
-    def peft_config(self, text_layers: int | None = None) -> LoraConfig:
-        """PEFT's config; `text_layers` (the text tower's depth) is needed only with `layers`."""
-        if self.towers not in TOWER_PATTERNS:
-            raise TurkclipError(f"--lora-towers must be text, vision or both, not {self.towers!r}")
-        targets = "|".join(self.targets)
-        return LoraConfig(
-            r=self.r,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            # A regex, so LoRA lands only in the chosen tower(s) (and layers).
-            target_modules=rf".*{TOWER_PATTERNS[self.towers]}\.encoder\.layers\.{self._layer_pattern(text_layers)}"
-                           rf"\.\S*({targets})",
-            trainable_token_indices={"token_embedding": sorted(self.token_ids)} if self.token_ids else None,
-        )
-
-    def _layer_pattern(self, text_layers: int | None) -> str:
-        """`\\d+` (every layer) or the top `layers` indices of a `text_layers`-deep text tower, e.g. `(10|11)`."""
-        if self.layers is None:
-            return r"\d+"
-        if self.towers != "text":
-            raise TurkclipError("--lora-layers is for the text tower: it needs --lora-towers text")
-        if text_layers is None:
-            raise ValueError("peft_config needs the text tower's depth when `layers` is set")
-        if not 1 <= self.layers <= text_layers:
-            raise TurkclipError(f"--lora-layers must be between 1 and the text tower's {text_layers} layers,"
-                                f" not {self.layers}")
-        return "(" + "|".join(str(i) for i in range(text_layers - self.layers, text_layers)) + ")"
 
 
 def attach_lora(model: CLIPModel, settings: LoraSettings) -> PeftModel:
@@ -84,6 +43,9 @@ def load_adapter(model: CLIPModel, folder: str | Path, trainable: bool = False) 
     folder = Path(folder)
     config_path = folder / "adapter_config.json"
     if not config_path.is_file():
+        if is_tower(folder):
+            raise TurkclipError(f"{folder} is a text tower (the other road, a sentence-transformers folder), not a LoRA"
+                                " adapter: pass it as --text-model")
         raise TurkclipError(f"{folder} is not an adapter folder: it has no adapter_config.json")
     if not (folder / "adapter_model.safetensors").is_file():
         raise TurkclipError(

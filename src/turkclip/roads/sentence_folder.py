@@ -26,7 +26,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from turkclip.errors import TurkclipError
-from turkclip.models.clip import load_failure, offline_kwargs
+from turkclip.models.hub import NO_REMOTE_CODE, load_failure, offline_kwargs, refuse_remote_code
 
 ALIGNMENT_FILE = "turkclip_text_tower.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "sentencepiece.bpe.model", "spiece.model",
@@ -57,9 +57,10 @@ def load_encoder(name: str | Path) -> tuple[nn.Module, object]:
         raise TurkclipError(f"text model folder not found: {name}")
     if path.exists() and not (path / "config.json").is_file():
         raise TurkclipError(f"{name} is not a text encoder folder: it has no config.json")
+    refuse_remote_code(name, "--text-model")
     local = offline_kwargs(name)  # an unreachable hub: read the local cache only, no minute of retries
     try:
-        config = AutoConfig.from_pretrained(name, **local)
+        config = AutoConfig.from_pretrained(name, **NO_REMOTE_CODE, **local)
     except (OSError, ValueError) as e:
         raise TurkclipError(load_failure(name, "text model", e, flag="--text-model")) from None
     if config.model_type == "clip":
@@ -71,7 +72,7 @@ def load_encoder(name: str | Path) -> tuple[nn.Module, object]:
         raise TurkclipError(f"{name} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); copy the encoder's"
                             " tokenizer files into it")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, **local)
+        tokenizer = AutoTokenizer.from_pretrained(name, **NO_REMOTE_CODE, **local)
     except (OSError, ValueError, TypeError) as e:
         raise TurkclipError(load_failure(name, "tokenizer", e, flag="--text-model")
                             + " (a text model folder needs its tokenizer files)") from None
@@ -80,7 +81,7 @@ def load_encoder(name: str | Path) -> tuple[nn.Module, object]:
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # an unused pooler that is not in the checkpoint is not worth a warning
     try:
-        encoder = AutoModel.from_pretrained(name, dtype=torch.float32, use_safetensors=True, **local)
+        encoder = AutoModel.from_pretrained(name, dtype=torch.float32, use_safetensors=True, **NO_REMOTE_CODE, **local)
     except (OSError, ValueError, SafetensorError) as e:
         raise TurkclipError(load_failure(name, "text model", e, flag="--text-model")) from None
     finally:
@@ -119,6 +120,8 @@ def load(folder: str | Path):
     folder = Path(folder)
     if not folder.is_dir():
         raise TurkclipError(f"text tower folder not found: {folder}")
+    if (folder / "adapter_config.json").is_file():
+        raise TurkclipError(f"{folder} is a LoRA adapter (the other road), not a text tower: pass it as --adapter")
     if not is_tower(folder):
         raise TurkclipError(f"{folder} is not a text tower trained by turkclip: it has no {ALIGNMENT_FILE}"
                             " (to train one from a text encoder: turkclip train --text-model ENCODER)")

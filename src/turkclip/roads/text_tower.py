@@ -25,7 +25,7 @@ from torch import nn
 
 from turkclip.errors import TurkclipError
 from turkclip.roads import sentence_folder
-from turkclip.roads.adapters import LoraSettings
+from turkclip.roads.settings import LoraSettings
 
 TRAIN_MODES = ("head", "lora", "full")
 MAX_LENGTH = 128  # tokens per caption: captions are short; sentence-transformers truncates at the same place

@@ -31,18 +31,6 @@ TURKISH_TEMPLATES = (
 AS_IS = ("{}",)  # captions that are already sentences (the predict/upload page case)
 
 
-def parse_labels(text: str) -> list[str]:
-    """'kedi, köpek,kuş' or one label per line → ['kedi', 'köpek', 'kuş'] (duplicates refused)."""
-    labels = [part.strip() for line in text.splitlines() for part in line.split(",")]
-    labels = [label for label in labels if label]
-    if not labels:
-        raise TurkclipError("give at least one label (comma-separated, or one per line)")
-    dupes = sorted({label for label in labels if labels.count(label) > 1})
-    if dupes:
-        raise TurkclipError(f"label given twice: {', '.join(dupes)}")
-    return labels
-
-
 @torch.inference_mode()
 def label_embeddings(clip: Clip, labels: list[str], templates=TURKISH_TEMPLATES, lang: str = "tr",
                      device: torch.device | str = "cpu", precision: str = "fp32") -> torch.Tensor:
@@ -59,11 +47,16 @@ def classify(clip: Clip, images: list, labels: list[str], templates=TURKISH_TEMP
              device: torch.device | str = "cpu", precision: str = "fp32") -> list[list[tuple[str, float]]]:
     """For each image (a path or an open binary file): [(label, probability)], most likely first."""
     targets = label_embeddings(clip, labels, templates, lang, device, precision)
-    scale = clip.model.logit_scale.exp().float().cpu()
     results = []
     for image in images:
         if isinstance(image, (str, Path)) and not Path(image).is_file():
             raise TurkclipError(f"image not found: {image}")
-        probs = (scale * queries.encode_photo(clip, image, device, precision) @ targets.t()).softmax(-1)[0]
-        results.append(sorted(zip(labels, probs.tolist()), key=lambda lp: -lp[1]))
+        results.append(rank(clip, labels, targets, queries.encode_photo(clip, image, device, precision)))
     return results
+
+
+@torch.inference_mode()
+def rank(clip: Clip, labels: list[str], targets: torch.Tensor, image: torch.Tensor) -> list[tuple[str, float]]:
+    """One image embedding [1, D] against `label_embeddings` [L, D]: [(label, probability)], most likely first."""
+    probs = (clip.model.logit_scale.exp().float().cpu() * image @ targets.t()).softmax(-1)[0]
+    return sorted(zip(labels, probs.tolist()), key=lambda lp: -lp[1])

@@ -7,7 +7,10 @@ project's 2-core CPU (bench/search_bench.py, one thread) a query takes ~1 ms at 
 inverted-file FAISS index instead (IVF-Flat, inner product, sqrt(N) lists, `NPROBE` visited):
 ~6 ms at 100k and ~22 ms at 1M with recall@10 >= 0.99 against exact on the bench's clustered
 synthetic vectors, for a one-off build (10 s at 100k, ~3.5 min at 1M on that loaded machine), saved in the index
-folder (`faiss-ivf-g<generation>.index`) so the next server start reads it instead.
+folder so the next server start reads it instead. The saved file is named by a fingerprint of the vectors it was
+built from and a checksum of its own bytes (`faiss-ivf-<vectors>-<file>.index`): a file built from other vectors is
+never used, and a damaged one is rebuilt. When the file cannot be read or written (a damaged file, a read-only or
+full index folder) the index is built in memory and the server starts anyway, with a note.
 A single query from the command line always searches exactly: one pass costs less than a build.
 
 Memory: 2 GiB per million photos for the float32 gallery, plus 2 GiB for IVF-Flat's own copy.
@@ -15,8 +18,10 @@ Memory: 2 GiB per million photos for the float32 gallery, plus 2 GiB for IVF-Fla
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,18 +42,21 @@ class Searcher:
     """Top-k inner-product search over fixed float32 unit vectors [N, D]."""
 
     def __init__(self, embeddings: torch.Tensor, use_faiss: bool | None = None, nprobe: int = NPROBE,
-                 saved: Path | None = None):
-        """saved: a file to keep the built FAISS index in (read back next time instead of rebuilding)."""
+                 saved_in: Path | None = None):
+        """saved_in: a folder to keep the built FAISS index in (read back next time instead of rebuilding)."""
         self.vectors = np.ascontiguousarray(embeddings.float().numpy())
         self.n = len(self.vectors)
         if use_faiss is None:  # auto: FAISS for large galleries, when it is installed
             use_faiss = self.n >= FAISS_FROM and _have_faiss()
         self.index = None
         if use_faiss and self.n:
-            self.index = _load_ivf(saved, self.n) or build_ivf(self.vectors, nprobe)
+            key = _vectors_key(self.vectors)
+            self.index = _load_ivf(saved_in, key, self.vectors.shape) if saved_in is not None else None
+            if self.index is None:
+                self.index = build_ivf(self.vectors, nprobe)
+                if saved_in is not None:
+                    _save_ivf(self.index, saved_in, key)
             self.index.nprobe = min(nprobe, self.index.nlist)
-            if saved is not None and not saved.exists():
-                _save_ivf(self.index, saved)
         self._lock = threading.Lock()  # FAISS search is thread-safe, but numpy's BLAS pool should not be oversubscribed
 
     @property
@@ -82,27 +90,48 @@ def _have_faiss() -> bool:
     return True
 
 
-def _load_ivf(path: Path | None, n: int):
-    if path is None or not path.is_file():
-        return None
+def _vectors_key(vectors: np.ndarray) -> str:
+    """Names the FAISS file built from exactly these vectors with these build settings."""
+    h = hashlib.sha256(f"ivf-flat {TRAIN_PER_LIST} {vectors.shape}".encode())
+    h.update(vectors.view(np.uint8))
+    return h.hexdigest()[:32]
+
+
+def _load_ivf(folder: Path, key: str, shape: tuple[int, int]):
+    """The FAISS index saved for these vectors, or None (none saved; a damaged or foreign file is noted)."""
     import faiss
 
-    index = faiss.read_index(str(path))
-    return index if index.ntotal == n else None
+    for path in sorted(p for p in folder.glob(f"faiss-ivf-{key}-*.index") if p.is_file()):
+        try:
+            with path.open("rb") as f:
+                intact = hashlib.file_digest(f, "sha256").hexdigest()[:16] == path.stem.rsplit("-", 1)[1]
+            index = faiss.read_index(str(path)) if intact else None
+        except (OSError, RuntimeError):  # unreadable; FAISS raises RuntimeError on a file it cannot parse
+            index = None
+        if (isinstance(index, faiss.IndexIVFFlat) and index.metric_type == faiss.METRIC_INNER_PRODUCT
+                and (index.ntotal, index.d) == shape):
+            return index
+        print(f"note: {path} is damaged: the FAISS index is built again", file=sys.stderr)
+    return None
 
 
-def _save_ivf(index, path: Path) -> None:
-    """Atomically, beside the photo index; older generations' files are removed."""
+def _save_ivf(index, folder: Path, key: str) -> None:
+    """Beside the photo index, named by the vectors' key and its own checksum; files for other vectors are
+    removed. A folder that cannot take it (read-only, full) only costs a rebuild at the next start."""
     import faiss
 
-    tmp = path.with_suffix(".tmp")
+    tmp = folder / f".faiss-ivf-{key}.tmp"
     try:
         faiss.write_index(index, str(tmp))
+        with tmp.open("rb") as f:
+            path = folder / f"faiss-ivf-{key}-{hashlib.file_digest(f, 'sha256').hexdigest()[:16]}.index"
         os.replace(tmp, path)
-    except OSError:  # a read-only index folder: rebuild next time
+    except (OSError, RuntimeError) as e:  # FAISS raises RuntimeError when it cannot write
+        print(f"note: could not save the FAISS index in {folder} ({(str(e).splitlines() or [type(e).__name__])[-1]}):"
+              " it is kept in memory and built again at the next start", file=sys.stderr)
         tmp.unlink(missing_ok=True)
         return
-    for old in path.parent.glob("faiss-ivf-g*.index"):
+    for old in folder.glob("faiss-ivf-*.index"):
         if old != path:
             old.unlink(missing_ok=True)
 
@@ -140,8 +169,7 @@ class PhotoSearch:
     def __init__(self, index: PhotoIndex, clip: Clip, device: torch.device | str = "cpu",
                  use_faiss: bool | None = None):
         self.index, self.clip, self.device = index, clip, torch.device(device)
-        saved = index.folder / f"faiss-ivf-g{index.generation}.index"  # the generation changes with every update
-        self.searcher = Searcher(index.embeddings, use_faiss, saved=saved)
+        self.searcher = Searcher(index.embeddings, use_faiss, saved_in=index.folder)
         self.model_lock = threading.Lock()  # one forward pass at a time: threads would fight over the cores
 
     def text(self, query: str, k: int = 10, lang: str = "tr") -> list[Hit]:
@@ -155,9 +183,26 @@ class PhotoSearch:
         """Photos like `photo` (a path or an open binary file)."""
         from turkclip.search import queries
 
+        return self.like_pixels(queries.photo_pixels(self.clip, photo), k)
+
+    def like_pixels(self, pixels: torch.Tensor, k: int = 10) -> list[Hit]:
+        """Photos like a decoded photo (`queries.photo_pixels`): a server decodes uploads before it waits for the
+        model, so no one else waits for a decode."""
+        from turkclip.search import queries
+
         with self.model_lock:
-            q = queries.encode_photo(self.clip, photo, self.device, self.index.precision)
+            q = queries.encode_pixels(self.clip, pixels, self.device, self.index.precision)
         return self._hits(q, k)
+
+    def rank_captions(self, pixels: torch.Tensor, captions: list[str], lang: str = "tr") -> list[tuple[str, float]]:
+        """A decoded photo's probability for each caption (as written: no templates), most likely first."""
+        from turkclip.search import queries
+        from turkclip.search.classify import AS_IS, label_embeddings, rank
+
+        with self.model_lock:
+            targets = label_embeddings(self.clip, captions, AS_IS, lang, self.device, self.index.precision)
+            image = queries.encode_pixels(self.clip, pixels, self.device, self.index.precision)
+        return rank(self.clip, captions, targets, image)
 
     def similar(self, path: str, k: int = 10) -> list[Hit]:
         """Photos like an indexed one (its stored embedding; itself left out)."""

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from turkclip.data.images import load_image
 from turkclip.embedding.embed import embed_texts, features
 from turkclip.errors import TurkclipError
 from turkclip.models.clip import Clip
+from turkclip.search.queries import photo_pixels
 
 
 @torch.inference_mode()
@@ -22,10 +22,7 @@ def predict(clip: Clip, image: str | Path, captions: list[str], lang: str = "tr"
     path = Path(image)
     if not path.is_file():
         raise TurkclipError(f"image not found: {path}")
-    try:
-        pixels = torch.from_numpy(load_image(path, clip.preprocess.size))[None]
-    except Exception as e:  # PIL raises many types for bad files
-        raise TurkclipError(f"cannot read image {path}: {e}") from None
+    pixels = photo_pixels(clip, path)
     device = torch.device(device)
     model = clip.model.to(device).eval()
     image_emb = features(model.get_image_features(pixel_values=clip.preprocess.normalize(pixels.to(device)))).float()

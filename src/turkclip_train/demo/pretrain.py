@@ -1,7 +1,7 @@
 """Demo stage 1: the stand-in for OpenAI's pretraining, cached on disk.
 
 A small CLIP is trained from scratch, every weight, on the English captions of the synthetic
-world only, by the product's own training loop (`train` with `lora=None`). The tokenizer is
+world only, by the product's own training loop (`train` with `road="full"`). The tokenizer is
 learnt on English and Turkish captions alike, as OpenAI's BPE was learnt on multilingual web
 text: Turkish words get word pieces of their own, whose embeddings English-only training never
 updates. World, tokenizer and model live in the user cache under a key of everything they are
@@ -20,7 +20,8 @@ from pathlib import Path
 from turkclip import cache
 from turkclip.models.architectures import ARCHITECTURES, init_model
 from turkclip_train import checkpoint
-from turkclip_train.train import Interrupted, TrainConfig, train
+from turkclip_train.config import TrainConfig
+from turkclip_train.train import Interrupted, train
 
 from .world import VERSION as WORLD_VERSION
 from .world import WorldFiles, build_tokenizer, build_world
@@ -69,7 +70,7 @@ def pretrain(stage: Stage1, seed: int, progress: bool = True) -> Base:
     try:
         summary = train(TrainConfig(
             captions=str(world.english), images=str(world.images), output=str(folder), model=str(root / "init"),
-            lang="en", lora=None, epochs=stage.epochs, batch_size=stage.batch_size, lr=stage.lr,
+            lang="en", road="full", epochs=stage.epochs, batch_size=stage.batch_size, lr=stage.lr,
             weight_decay=stage.weight_decay, precision="fp32", seed=seed, resume=True, progress=progress))
     except Interrupted:
         raise Interrupted("interrupted during stage 1; run the same `turkclip demo` again to continue it") from None

@@ -17,8 +17,9 @@ from turkclip import cache
 from turkclip.errors import TurkclipError
 from turkclip.models.clip import Clip
 from turkclip.roads import load_clip
-from turkclip.roads.adapters import LoraSettings
-from turkclip_train.train import Interrupted, TrainConfig, train
+from turkclip.roads.settings import LoraSettings
+from turkclip_train.config import TrainConfig
+from turkclip_train.train import Interrupted, train
 
 from .pretrain import Base
 
