@@ -45,7 +45,8 @@ def test_least_squares_head_makes_the_tower_reproduce_a_linear_target(tiny_encod
     torch.manual_seed(1)
     targets = pooled @ torch.randn(pooled.shape[1], 6) + 0.5  # a map the head can represent exactly
     before = (tower(**tokens) - targets).abs().max()
-    rows = least_squares_head(tower, CAPTIONS, targets, torch.device("cpu"), batch_size=3, ridge=1e-9)
+    rows = least_squares_head(tower.dense, lambda texts: tower.pooled(**tower.tokenize(texts)), CAPTIONS, targets,
+                              batch_size=3, ridge=1e-9)
     with torch.no_grad():
         after = (tower.eval()(**tokens) - targets).abs().max()
     assert rows == len(CAPTIONS)

@@ -11,18 +11,18 @@ CPU = torch.device("cpu")
 SENTENCES = ["kırmızı bir araba", "sahilde koşan iki küçük köpek ve bir kedi", "a red car", "two dogs", "a red car"]
 
 
-def tower(tiny_encoder, mode="full"):
+def tower(tiny_encoder, mode="full", top=None):
     from turkclip.roads.text_tower import new_text_tower
 
     t = new_text_tower(str(tiny_encoder), 8)
-    t.prepare_training(mode)
+    t.prepare_training(mode, top=top)
     return t.eval()
 
 
 @pytest.mark.parametrize("top", [1, 2])
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_prefix_features_equal_the_full_forward(tiny_encoder, top, mode):
-    t = tower(tiny_encoder, mode)
+    t = tower(tiny_encoder, mode, top)
     if mode == "lora":  # a trained LoRA, not the identity it starts as
         with torch.no_grad():
             for name, p in t.encoder.named_parameters():
@@ -37,13 +37,17 @@ def test_prefix_features_equal_the_full_forward(tiny_encoder, top, mode):
     assert len(prefix.memo) == len(set(SENTENCES))  # each distinct sentence's prefix is computed once
 
 
-def test_gradients_reach_only_the_top_layers_and_the_head(tiny_encoder):
-    t = tower(tiny_encoder).train()
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_only_the_top_layers_and_the_head_train_and_get_gradients(tiny_encoder, mode):
+    t = tower(tiny_encoder, mode, top=1).train()
+    trainable = {name for name, p in t.named_parameters() if p.requires_grad}
+    assert "dense.weight" in trainable and any(".layer.1." in n for n in trainable)
+    assert not any(".layer.0." in n or "embeddings" in n for n in trainable)
+    if mode == "lora":
+        assert all("lora_" in n for n in trainable - {"dense.weight", "dense.bias"})
     prefix = TowerPrefix(t, 1, CPU, "fp32")
     prefix.features(None, **prefix.padded(SENTENCES, CPU)).sum().backward()
-    grads = {name for name, p in t.named_parameters() if p.grad is not None}
-    assert "dense.weight" in grads and any(".layer.1." in g for g in grads)
-    assert not any(".layer.0." in g or "embeddings" in g for g in grads)
+    assert {name for name, p in t.named_parameters() if p.grad is not None} == trainable
 
 
 def test_remembered_states_are_made_without_dropout(tiny_encoder):
@@ -60,5 +64,5 @@ def test_remembered_states_are_made_without_dropout(tiny_encoder):
 
 
 def test_layers_out_of_range_are_one_line_errors(tiny_encoder):
-    with pytest.raises(TurkclipError, match="has 2 layers; give 1 to 2"):
-        TowerPrefix(tower(tiny_encoder), 3, CPU, "fp32")
+    with pytest.raises(TurkclipError, match="--text-layers 3: the text model has 2 layers; give 1 to 2"):
+        tower(tiny_encoder, top=3)

@@ -139,9 +139,9 @@ def read_text(path: Path, encoding: str | None = None) -> str:
         raise TurkclipError(not_decodable(path, e, f"at offset {e.start}", encoding)) from None
 
 
-def text_encoding(path: Path, head: bytes, encoding: str | None) -> str:
+def text_encoding(path: Path, head: bytes, encoding: str | None, flag: str = "--encoding") -> str:
     """The codec to read `path` with, given its first bytes `head`: `encoding` if given (UTF-8 reads past a BOM),
-    UTF-16 when a BOM says so, else UTF-8 (a BOM allowed). UTF-16 without a BOM is refused with the flag to pass."""
+    UTF-16 when a BOM says so, else UTF-8 (a BOM allowed). UTF-16 without a BOM is refused with the `flag` to pass."""
     if encoding:
         try:
             name = codecs.lookup(encoding).name
@@ -152,14 +152,15 @@ def text_encoding(path: Path, head: bytes, encoding: str | None) -> str:
         return "utf-16"  # the BOM makes UTF-16 unambiguous: just read it
     if head.count(0) > len(head) // 4:  # text has no NULs; UTF-16 without a BOM has one in every ASCII character
         order = "le" if head[1::2].count(0) > head[0::2].count(0) else "be"
-        raise TurkclipError(f"{path} looks like UTF-16 without a byte-order mark: pass --encoding utf-16-{order}"
+        raise TurkclipError(f"{path} looks like UTF-16 without a byte-order mark: pass {flag} utf-16-{order}"
                             " (or re-save it as UTF-8)")
     return "utf-8-sig"
 
 
-def not_decodable(path: Path, error: UnicodeDecodeError, position: str, encoding: str | None) -> str:
+def not_decodable(path: Path, error: UnicodeDecodeError, position: str, encoding: str | None,
+                  flag: str = "--encoding") -> str:
     """The one-line message for bytes of `path` that cannot be decoded (`position`: where, e.g. "at offset 12"),
-    with a hint when they look like Turkish Windows-1254."""
+    with a hint when they look like Turkish Windows-1254 and the `flag` that names the encoding."""
     bad = f"byte {error.object[error.start]:#04x} {position}"
     if encoding:
         return f"{path}: cannot be read as {encoding} ({bad})"
@@ -169,7 +170,7 @@ def not_decodable(path: Path, error: UnicodeDecodeError, position: str, encoding
             hint = " It looks like Turkish Windows-1254 (latin-5);"
     except UnicodeDecodeError:
         pass
-    return f"{path} is not UTF-8 ({bad}).{hint} pass --encoding cp1254 (or the file's real encoding), or re-save it as UTF-8"
+    return f"{path} is not UTF-8 ({bad}).{hint} pass {flag} cp1254 (or the file's real encoding), or re-save it as UTF-8"
 
 
 def _read_karpathy(text: str, path: Path) -> list[ImageRecord]:

@@ -28,6 +28,7 @@ from turkclip.errors import TurkclipError
 MAX_FILE_BYTES = 4 * 2**30
 MAX_LINE_BYTES = 16 * 2**10  # a caption pair is ~100 bytes; a longer line is not one
 FORMATS = {".tsv": "tsv", ".txt": "tsv", ".jsonl": "jsonl"}
+FLAG = "--parallel-encoding"  # what a user passes to name the file's encoding
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ class ParallelCorpus:
 def read_parallel(path: str | Path, columns: tuple[str, str] = ("en", "tr"), encoding: str | None = None,
                   skip_bad: bool = False) -> ParallelCorpus:
     """The sentence pairs of `path`; `columns` names the base and the new language's columns (JSONL keys, or
-    the TSV header's names)."""
+    the TSV header's names); `encoding` is --parallel-encoding's (None: UTF-8, BOMs detected)."""
     path = Path(path)
     if not path.is_file():
         raise TurkclipError(f"parallel captions file not found: {path}")
@@ -128,7 +129,7 @@ def _lines(path: Path, encoding: str | None) -> Iterator[tuple[int, str | None]]
     """(line number, text) of every line, decoded incrementally; None for a line over MAX_LINE_BYTES (the rest of
     it is read and dropped, never held)."""
     with path.open("rb") as f:
-        codec = text_encoding(path, f.read(4096), encoding)
+        codec = text_encoding(path, f.read(4096), encoding, FLAG)
         f.seek(0)
         decoder = codecs.getincrementaldecoder(codec)()
         pending, n, overlong = "", 0, False
@@ -136,7 +137,7 @@ def _lines(path: Path, encoding: str | None) -> Iterator[tuple[int, str | None]]
             try:
                 pending += decoder.decode(chunk)
             except UnicodeDecodeError as e:
-                raise TurkclipError(not_decodable(path, e, f"on line {n + 1}", encoding)) from None
+                raise TurkclipError(not_decodable(path, e, f"on line {n + 1}", encoding, FLAG)) from None
             *done, pending = pending.split("\n")
             for line in done:
                 n += 1

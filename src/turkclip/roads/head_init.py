@@ -11,9 +11,9 @@ there are fewer sentences than feature dimensions or the features are collinear.
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
 
-from turkclip.embedding.embed import autocast, eval_mode
+import torch
 
 DEFAULT_RIDGE = 1e-3
 
@@ -44,18 +44,15 @@ class LeastSquares:
 
 
 @torch.no_grad()
-def least_squares_head(tower, texts: list[str], targets: torch.Tensor, device: torch.device, precision: str = "fp32",
-                       batch_size: int = 256, ridge: float = DEFAULT_RIDGE) -> int:
-    """Set `tower.dense` (a `text_tower.TextTower`'s projection) to the least-squares map from the encoder's pooled
-    features of `texts` to `targets` (one row per text: the teacher's normalised embeddings). Returns the rows fitted."""
-    fit = LeastSquares(tower.dense.in_features, tower.dense.out_features)
-    with eval_mode(tower):  # no dropout: the features the map is fitted to are the ones evaluation sees
-        for start in range(0, len(texts), batch_size):
-            tokens = {k: v.to(device) for k, v in tower.tokenize(texts[start : start + batch_size]).items()}
-            with autocast(device, precision):
-                pooled = tower.pooled(**tokens)
-            fit.add(pooled.float(), targets[start : start + batch_size])
+def least_squares_head(dense: torch.nn.Linear, pooled: Callable[[list[str]], torch.Tensor], texts: list[str],
+                       targets: torch.Tensor, batch_size: int = 256, ridge: float = DEFAULT_RIDGE) -> int:
+    """Set the projection `dense` to the least-squares map from `pooled(batch of texts)` (the encoder's pooled
+    features, as the tower computes them: whole, or on remembered lower layers) to `targets` (one row per text: the
+    teacher's normalised embeddings). Returns the number of rows fitted."""
+    fit = LeastSquares(dense.in_features, dense.out_features)
+    for start in range(0, len(texts), batch_size):
+        fit.add(pooled(texts[start : start + batch_size]).float(), targets[start : start + batch_size])
     weight, bias = fit.solve(ridge)
-    tower.dense.weight.copy_(weight.to(tower.dense.weight))
-    tower.dense.bias.copy_(bias.to(tower.dense.bias))
+    dense.weight.copy_(weight.to(dense.weight))
+    dense.bias.copy_(bias.to(dense.bias))
     return fit.rows

@@ -14,6 +14,10 @@ teacher also embeds the mirrored English captions (`flip_caption`): a mirrored E
 targets itself, a mirrored caption in the new language the mean of the image's mirrored English
 captions. An English caption that cannot be mirrored safely is left out of that mean; an image
 with none left has no mirrored target, and its mirrored items are not distilled.
+
+Parallel sentences (`--parallel-captions`) are translations, so they need no mean: both sides of a
+pair target the teacher's embedding of its base-language side (`Item.target`), as in
+sentence-transformers' multilingual distillation and M-CLIP.
 """
 
 from __future__ import annotations
@@ -45,7 +49,13 @@ class Teacher:
         targets = torch.stack([self._target(it) for it in items])
         return targets.to(device), (targets.abs().sum(-1) > 0).to(device)
 
+    def of(self, texts: list[str]) -> torch.Tensor:
+        """The teacher vectors of base-language sentences it embedded."""
+        return self.embeds[[self.row[t] for t in texts]]
+
     def _target(self, item: Item) -> torch.Tensor:
+        if item.target is not None:
+            return self.embeds[self.row[item.target]]
         if item.lang == self.lang and item.text in self.row:
             return self.embeds[self.row[item.text]]
         if not item.flip:
@@ -56,17 +66,16 @@ class Teacher:
 
 
 def build_teacher(clip, english: list[list[str]] | None, lang: str, device: torch.device, precision: str,
-                  cache_dir: Path | None, flip: bool = False) -> Teacher:
-    """Embed the English captions (`english[i]`: those of image i) with the base CLIP's text tower, once; with
-    `flip`, their mirrored versions too."""
-    if english is None:
-        raise TurkclipError("distillation (--objective distill or mix) needs --rehearsal-captions: English captions of"
-                            " the same images, which the base CLIP's text tower embeds as the teacher")
-    if not any(english):
+                  cache_dir: Path | None, flip: bool = False, sentences: list[str] = ()) -> Teacher:
+    """Embed the English captions (`english[i]`: those of train image i; None: the run distils no image's captions)
+    and the English `sentences` (the base-language sides of parallel pairs) with the base CLIP's text tower, once;
+    with `flip`, the mirrored captions too."""
+    if english is not None and not any(english):
         raise TurkclipError("distillation needs base-language captions of the training images (--rehearsal-captions);"
                             " none of the train images has one")
+    english = english or []
     mirrored = [[m for m in (flipped_or_none(c, lang) for c in caps) if m is not None] for caps in english] if flip else None
-    texts = sorted({c for caps in english + (mirrored or []) for c in caps})
+    texts = sorted({c for caps in english + (mirrored or []) for c in caps} | set(sentences))
     normed = F.normalize(teacher_embeddings(clip, texts, lang, device, precision, cache_dir), dim=-1)
     row = {t: i for i, t in enumerate(texts)}
 

@@ -2,8 +2,8 @@
 
 The text-tower road's cost is the encoder: e5-small is ~25× the work per token of the demo's own
 CLIP text tower, and a step runs it forward and backward over every caption. When only the top N
-encoder layers train (`--lora-layers N`: LoRA in them, or with `--text-train full` every weight of
-them), the hidden states that leave the frozen embeddings and lower layers are a function of the
+encoder layers train (`--text-layers N`: LoRA in them with `--text-train lora`, every weight of them
+with `full`), the hidden states that leave the frozen embeddings and lower layers are a function of the
 sentence alone. `TowerPrefix` computes them once per distinct sentence (no grad, eval mode, the run's
 precision), keeps them in memory (~21 KB per 28-token sentence in bf16), and a step runs only the top
 N layers, the mean pooling and the projection.
@@ -21,26 +21,9 @@ import torch
 from transformers.masking_utils import create_bidirectional_mask
 
 from turkclip.embedding.embed import autocast, eval_mode
-from turkclip.errors import TurkclipError
-from turkclip.roads.text_tower import mean_pool
+from turkclip.roads.text_tower import check_layers, encoder_layers, mean_pool
 
 STORE_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}  # fp32 runs keep the prefix in fp32
-
-
-def encoder_layers(encoder) -> torch.nn.ModuleList:
-    """The transformer blocks of a (possibly PEFT-wrapped) BERT-family encoder."""
-    base = encoder.get_base_model() if hasattr(encoder, "get_base_model") else encoder
-    layers = getattr(getattr(base, "encoder", None), "layer", None)
-    if not isinstance(layers, torch.nn.ModuleList) or not hasattr(base, "embeddings"):
-        raise TurkclipError(f"--lora-layers with a --text-model needs a BERT-style encoder (bert, e5, roberta, xlm-roberta,"
-                            f" electra, camembert), not {getattr(base.config, 'model_type', '?')!r}; leave --lora-layers out")
-    return layers
-
-
-def check_layers(encoder, top: int) -> None:
-    n = len(encoder_layers(encoder))
-    if not 1 <= top <= n:
-        raise TurkclipError(f"--lora-layers {top}: the text model has {n} layers; give 1 to {n}")
 
 
 class TowerPrefix:
