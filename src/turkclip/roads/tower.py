@@ -71,9 +71,8 @@ class TowerRoad(Road):
         # The temperature trains only with a contrastive loss: distillation and parallel sentences have none.
         clip.model.logit_scale.requires_grad_(data.train is not None and self.objective.kind != "distill")
         clip.model.to(data.device)
-        if self.text_layers is not None:  # every sentence's lower layers once, up front (the head fit reuses them)
+        if self.text_layers is not None:  # each sentence's lower layers once, when first met (the head fit's are kept)
             self.prefix = TowerPrefix(tower, self.text_layers, data.device, data.precision)
-            self.prefix.remember(_sentences(data))
         if self.head_init == "lstsq":
             self._fit_head(tower, data)
         return clip
@@ -131,9 +130,3 @@ class TowerRoad(Road):
     def _write(self, folder: Path) -> None:
         self.clip.model.save_pretrained(folder)
 
-
-def _sentences(data: TrainingData) -> list[str]:
-    """Every sentence a step may show the tower: the train captions, the rehearsal captions, both sides of each pair
-    (mirrored captions, --augment flip, are remembered when first met)."""
-    captions = [c for caps in (data.train.captions if data.train is not None else []) for c in caps]
-    return captions + [c for caps in data.rehearsal or [] for c in caps] + [s for pair in data.parallel for s in pair]

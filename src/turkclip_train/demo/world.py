@@ -223,12 +223,14 @@ def make_scenes(seed: int, n_train: int, n_val: int, n_test: int, heldout: list[
     return out
 
 
-def parallel_pairs(scenes: list[tuple[str, Scene]], heldout: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """(English, Turkish) translations of the captions of the train scenes whose Turkish captions are trained on:
-    no val or test scene, and no scene that shows a held-out colour–shape pair (kept out of Turkish training)."""
+def parallel_pairs(scenes: list[tuple[str, Scene]], heldout: list[tuple[str, str]], seed: int) -> list[tuple[str, str]]:
+    """One (English, Turkish) translation per train scene whose Turkish captions are trained on — no val or test
+    scene, and no scene that shows a held-out colour–shape pair (kept out of Turkish training) — its caption
+    template drawn at random: a corpus of translated captions, one per scene, ~2,400 pairs for 3,000 scenes."""
     held = set(heldout)
-    return [pair for split, scene in scenes if split == "train" and not scene.pairs() & held
-            for pair in zip(english_captions(scene), turkish_captions(scene))]
+    rng = random.Random(f"parallel-{seed}")
+    return [pairs[rng.randrange(len(pairs))] for split, scene in scenes if split == "train" and not scene.pairs() & held
+            for pairs in [list(zip(english_captions(scene), turkish_captions(scene)))]]
 
 
 def write_parallel(path: Path, pairs: list[tuple[str, str]]) -> None:
@@ -318,7 +320,7 @@ def build_world(root: Path, seed: int = 0, n_train: int = 3000, n_val: int = 300
                 and files.turkish.exists() and all((images / f"{i:05d}.png").exists() for i in range(total))):
             if not files.parallel.exists():  # a world from before the parallel corpus: only that is added
                 write_parallel(files.parallel, parallel_pairs(make_scenes(seed, n_train, n_val, n_test, files.heldout),
-                                                              files.heldout))
+                                                              files.heldout, seed))
             return files
         manifest.unlink()
 
@@ -354,7 +356,7 @@ def build_world(root: Path, seed: int = 0, n_train: int = 3000, n_val: int = 300
             entries.append({"split": split, "filename": f"{imgid:05d}.png", "imgid": imgid, "sentences": sentences})
         data = {"dataset": "turkclip-demo", "images": entries}
         path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-    write_parallel(files.parallel, parallel_pairs(scenes, files.heldout))
+    write_parallel(files.parallel, parallel_pairs(scenes, files.heldout, seed))
 
     # The manifest is written last, so a half-built world is never "complete".
     info = {"version": VERSION, "args": args, "heldout": [list(p) for p in files.heldout]}
