@@ -73,10 +73,13 @@ def main() -> None:
             trained = train_tower(base, recipe, out, args.seed, progress=False, encoder=args.encoder)
         seconds = time.perf_counter() - t0
         m = _compare(base, stage1, {run: trained}, out, args.seed)[run]
-        r1 = lambda s, d="text_to_image", k="after": m[s][k][d]["R@1"]  # noqa: E731
+
+        def r1(test: str, direction: str = "text_to_image", when: str = "after", m=m) -> float:
+            return m[test][when][direction]["R@1"]
+
         row = {"run": run, "seed": args.seed, "quick": args.quick, "tr_t2i": r1("turkish"),
                "tr_i2t": r1("turkish", "image_to_text"), "unseen": r1("heldout_pairs"), "en_t2i": r1("english"),
-               "en_i2t": r1("english", "image_to_text"), "base_en_t2i": r1("english", k="before"),
+               "en_i2t": r1("english", "image_to_text"), "base_en_t2i": r1("english", when="before"),
                "base_en_i2t": r1("english", "image_to_text", "before"), "seconds": seconds,
                "load": os.getloadavg()[0], "recipe": dataclasses.asdict(recipe)}
         rows.append(row)

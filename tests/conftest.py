@@ -33,22 +33,6 @@ def tiny_model(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def tiny_encoder(tmp_path_factory) -> Path:
-    """A tiny random-init BERT around the CLIP BPE tokenizer: a text encoder folder like a hub model's."""
-    need_shared(TOKENIZER)
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    folder = tmp_path_factory.mktemp("encoders") / "tiny-bert"
-    tok = AutoTokenizer.from_pretrained(TOKENIZER)
-    torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(tok), hidden_size=24, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=48, max_position_embeddings=80), add_pooling_layer=False).save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture
 def tiny_images(tmp_path) -> Path:
     """A folder of 12 small distinct JPEGs, 00.jpg … 11.jpg."""
