@@ -33,7 +33,7 @@ def test_tower_road_trains_head_encoder_and_temperature_at_their_own_rates(tiny_
     from turkclip.roads import load_clip
 
     road = TowerRoad(str(tiny_encoder), "lora", head_lr=1e-2, encoder_lr=1e-4, scale_lr=1e-5)
-    data = TrainingData(None, None, "en", torch.device("cpu"), "fp32", None)
+    data = TrainingData(object(), None, "en", torch.device("cpu"), "fp32", None)  # image–caption data: a temperature
     clip = road.build(load_clip(str(tiny_model)), data)
     groups = road.param_groups(clip.model, lr=1e-3, weight_decay=0.1)
     by_id = {id(p): g["lr"] for g in groups for p in g["params"]}
@@ -47,6 +47,11 @@ def test_tower_road_trains_head_encoder_and_temperature_at_their_own_rates(tiny_
     plain = TowerRoad(str(tiny_encoder), "lora")
     plain.build(load_clip(str(tiny_model)), data)
     assert {g["lr"] for g in plain.param_groups(plain.clip.model, lr=1e-3, weight_decay=0.0)} == {1e-3}
+    # Parallel sentences alone (no image–caption data) have no contrastive loss: the temperature does not train.
+    text_only = TowerRoad(str(tiny_encoder), "lora", scale_lr=1e-5)
+    text_only.build(load_clip(str(tiny_model)), TrainingData(None, None, "en", torch.device("cpu"), "fp32", None))
+    assert not text_only.clip.model.logit_scale.requires_grad
+    assert 1e-5 not in {g["lr"] for g in text_only.param_groups(text_only.clip.model, lr=1e-3, weight_decay=0.0)}
 
 
 def test_max_steps_and_limit_images_make_a_quick_trial(tiny_model, tmp_path):

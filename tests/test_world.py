@@ -5,6 +5,7 @@ import time
 import pytest
 from PIL import Image
 
+from turkclip.data.parallel import read_parallel
 from turkclip_train.demo.world import (
     Group,
     Scene,
@@ -26,6 +27,14 @@ def load(path):
 def pairs_in_english(caption):
     # English captions always put the colour right before the shape.
     return set(re.findall(r"(\w+) (circle|square|triangle|star)s?\b", caption))
+
+
+def turkish_patterns(heldout):
+    """What a Turkish caption naming a held-out pair contains, e.g. "yeşil bir yıldız"."""
+    colour_tr = {"red": "kırmızı", "blue": "mavi", "green": "yeşil", "yellow": "sarı", "purple": "mor",
+                 "orange": "turuncu", "white": "beyaz", "black": "siyah"}
+    shape_tr = {"circle": "daire", "square": "kare", "triangle": "üçgen", "star": "yıldız"}
+    return [re.compile(rf"\b{colour_tr[c]} (bir )?{shape_tr[s]}\b") for c, s in heldout]
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +80,45 @@ def test_heldout_only_outside_turkish_train(world):
     kept = [i for i in en_train if not pairs_in_english(i["sentences"][0]["raw"]) & heldout]
     assert [i["imgid"] for i in kept] == [i["imgid"] for i in tr["images"] if i["split"] == "train"]
     # Turkish captions really name the held-out pair in test, e.g. "yeşil bir yıldız".
-    colour_tr = {"red": "kırmızı", "blue": "mavi", "green": "yeşil", "yellow": "sarı", "purple": "mor",
-                 "orange": "turuncu", "white": "beyaz", "black": "siyah"}
-    shape_tr = {"circle": "daire", "square": "kare", "triangle": "üçgen", "star": "yıldız"}
-    patterns = [re.compile(rf"\b{colour_tr[c]} (bir )?{shape_tr[s]}\b") for c, s in heldout]
+    patterns = turkish_patterns(heldout)
     named = {"train": 0, "val": 0, "test": 0}
     for image in tr["images"]:
         if any(p.search(s["raw"]) for p in patterns for s in image["sentences"]):
             named[image["split"]] += 1
     assert named["train"] == 0 and named["test"] > 0
+
+
+def test_parallel_corpus_is_the_turkish_train_scenes_translated_and_nothing_held_out(world):
+    en, tr = load(world.english), load(world.turkish)
+    corpus = read_parallel(world.parallel)  # read as a user's translation corpus is (header en<TAB>tr)
+    assert world.parallel.read_text(encoding="utf-8").startswith("en\ttr\n") and corpus.bad_lines == 0
+    # One caption of each scene whose Turkish is trained on, beside its translation (the same template).
+    en_by_id = {image["imgid"]: image for image in en["images"]}
+    trained = [image for image in tr["images"] if image["split"] == "train"]
+    assert len(corpus.pairs) == len(trained)
+    for (english, turkish), image in zip(corpus.pairs, trained):
+        k = [t["raw"] for t in image["sentences"]].index(turkish)
+        assert en_by_id[image["imgid"]]["sentences"][k]["raw"] == english
+    assert len({[t["raw"] for t in i["sentences"]].index(tr) for (_, tr), i in zip(corpus.pairs, trained)}) == 4
+    # No sentence of a val or test scene that no train scene shares (short captions may coincide across scenes).
+    sentences = {split: {(lang, s["raw"]) for lang, doc in (("en", en), ("tr", tr)) for image in doc["images"]
+                         if image["split"] == split for s in image["sentences"]} for split in ("train", "val", "test")}
+    only_held_out = (sentences["val"] | sentences["test"]) - sentences["train"]
+    in_corpus = {("en", e) for e, _ in corpus.pairs} | {("tr", t) for _, t in corpus.pairs}
+    assert only_held_out and not in_corpus & only_held_out
+    # And no held-out colour–shape pair, on either side.
+    heldout = set(world.heldout)
+    assert not any(pairs_in_english(e) & heldout for e, _ in corpus.pairs)
+    assert not any(p.search(t) for p in turkish_patterns(heldout) for _, t in corpus.pairs)
+
+
+def test_a_cached_world_without_the_corpus_gets_it_without_a_rebuild(tmp_path):
+    first = build_world(tmp_path, seed=2, **SMALL)
+    text = first.parallel.read_text(encoding="utf-8")
+    first.parallel.unlink()
+    stamp = first.english.stat().st_mtime_ns
+    assert build_world(tmp_path, seed=2, **SMALL) == first
+    assert first.parallel.read_text(encoding="utf-8") == text and first.english.stat().st_mtime_ns == stamp
 
 
 def test_images_open_at_right_size(world):

@@ -164,7 +164,7 @@ _NOT_THE_RUN = {"output", "resume", "cache_dir", "checkpoint_every", "log_every"
 # Files and folders compared by what they hold, not by their names (a moved folder still resumes; a replaced
 # file does not): model folders and captions files by their bytes, shards by their names, sizes and times
 # (hashing terabytes of tars is not worth it), the images folder by where it is.
-_BY_CONTENT = {"model", "tokenizer", "text_model", "captions", "rehearsal_captions"}
+_BY_CONTENT = {"model", "tokenizer", "text_model", "captions", "rehearsal_captions", "parallel_captions"}
 _BY_STAMP = {"shards", "val_shards"}
 _BY_PLACE = {"images"}
 

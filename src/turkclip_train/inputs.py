@@ -16,6 +16,7 @@ from turkclip.data.benchmarks import BenchmarkSet
 from turkclip.data.captions import CaptionSet, read_captions
 from turkclip.data.dataset import ImageTextSet, load_image_text_set
 from turkclip.data.images import Preprocess
+from turkclip.data.parallel import read_parallel
 from turkclip.data.shard_set import load_shard_set
 from turkclip.errors import TurkclipError
 
@@ -28,6 +29,25 @@ def check_source(captions: str | None, images: str | None, shards: str | None) -
         raise TurkclipError("give --shards, or --captions with --images, not both")
     if not shards and not (captions and images):
         raise TurkclipError("say where the data is: --captions FILE with --images FOLDER, or --shards 'data/{00000..00009}.tar'")
+
+
+def text_only(cfg) -> bool:
+    """Parallel sentences and no image source: the run reads no image at all."""
+    return bool(cfg.parallel_captions) and not (cfg.captions or cfg.images or cfg.shards)
+
+
+def parallel_pairs(cfg) -> list[tuple[str, str]]:
+    """The (base, new) sentence pairs of --parallel-captions ([] without it); skipped bad lines are reported."""
+    if not cfg.parallel_captions:
+        return []
+    columns = tuple(c.strip() for c in (cfg.parallel_columns or f"{cfg.rehearsal_lang},{cfg.lang}").split(","))
+    if len(columns) != 2 or not all(columns):
+        raise TurkclipError(f"--parallel-columns takes two names, BASE,NEW (e.g. en,tr), not {cfg.parallel_columns!r}")
+    corpus = read_parallel(cfg.parallel_captions, columns, cfg.parallel_encoding, cfg.skip_bad_lines)
+    if corpus.bad_lines and is_main_process():
+        print(f"skipped {corpus.bad_lines} bad lines of {corpus.source} (--skip-bad-lines; first: {corpus.first_bad})",
+              file=sys.stderr)
+    return corpus.pairs
 
 
 def training_sets(cfg, preprocess: Preprocess, cache_dir: Path | None,

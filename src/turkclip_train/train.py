@@ -28,7 +28,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from turkclip.data.augment import parse_policy
 from turkclip.data.captions import read_captions
-from turkclip.data.sampling import epoch_batches
+from turkclip.data.sampling import epoch_batches, pair_batches, with_pairs
 from turkclip.data.stream import pixel_feed, visit_order
 from turkclip.embedding.embed import BankWriter, cached_image_embeddings, features, resolve_precision
 from turkclip.embedding.views import view_bank
@@ -41,7 +41,7 @@ from turkclip.roads.road import Step, TrainingData
 
 from . import checkpoint, distributed
 from .config import TrainConfig, road_for
-from .inputs import training_sets
+from .inputs import parallel_pairs, text_only, training_sets
 from .logs import MetricsLog, plot_curves
 from .memory import release_freed_memory
 
@@ -76,20 +76,23 @@ def train(cfg: TrainConfig) -> dict:
     device, main = accelerator.device, accelerator.is_main_process
     set_seed(cfg.seed)
 
-    # 1. Data: the train split (one random caption per image per epoch) and, if present, val. Pixels are decoded
-    #    once into a file on disk (by one process) and each batch reads its own rows.
+    # 1. Data: parallel sentences (read first: a bad line stops the run before any image is decoded); the train
+    #    split (one random caption per image per epoch) and, if present, val — none of it when the parallel
+    #    sentences come alone. Shards are read once, streamed: with a frozen image tower straight into the image
+    #    bank, else decoded per epoch (data/stream.py); a captions file's pixels are decoded once into a file.
     clip = load_clip(cfg.model, cfg.tokenizer)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else None
+    parallel = parallel_pairs(cfg)
     precision = resolve_precision(cfg.precision, device)
     plain_bank = road.text_only and not augments  # the frozen image tower's bank (augmentation has its views)
     banks = BankWriter(clip.model, clip.preprocess, device, precision, cache_dir) if plain_bank else None
-    train_set, val_set = training_sets(cfg, clip.preprocess, cache_dir, banks)  # shards: read once, into the banks
+    train_set, val_set = (None, None) if text_only(cfg) else training_sets(cfg, clip.preprocess, cache_dir, banks)
     rehearsal = None
     if cfg.rehearsal_captions:
         rehearsal = train_set.with_captions(read_captions(cfg.rehearsal_captions, cfg.rehearsal_lang)).captions
-    policy = parse_policy(cfg.augment, cfg.crop_scale,
-                          langs=[train_set.lang] + ([cfg.rehearsal_lang] if rehearsal else []))
-    data = TrainingData(train_set, rehearsal, cfg.rehearsal_lang, device, precision, cache_dir)
+    langs = [] if train_set is None else [train_set.lang] + ([cfg.rehearsal_lang] if rehearsal else [])
+    policy = parse_policy(cfg.augment, cfg.crop_scale, langs=langs)
+    data = TrainingData(train_set, rehearsal, cfg.rehearsal_lang, device, precision, cache_dir, policy.flip, parallel)
 
     # 2. The road: its teacher (the base CLIP's own English text tower, for distillation), then what trains.
     clip = road.build(clip, data)
@@ -99,7 +102,7 @@ def train(cfg: TrainConfig) -> dict:
     # 3. A frozen image tower: embed every image once (cached on disk) — or, with augmentation, K augmented views
     #    of it, from which each epoch takes its bank.
     bank = val_bank = views = None
-    if road.text_only:
+    if road.text_only and train_set is not None:
         model.to(device)
         if policy.active:
             views = view_bank(model, train_set, clip.preprocess, device, precision, cache_dir, policy, cfg.seed,
@@ -116,10 +119,29 @@ def train(cfg: TrainConfig) -> dict:
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(road.param_groups(net, cfg.lr, cfg.weight_decay), lr=cfg.lr)
     world = accelerator.num_processes  # --batch-size is per process; a step's global batch is batch_size × world
-    steps_per_epoch = len(distributed.local_batches(epoch_batches(
-        train_set.captions, train_set.lang, cfg.batch_size * world, cfg.seed, 0), 0, world)) // cfg.grad_accum
+
+    def image_batches(epoch: int) -> list[list]:  # the whole step's (every process's) image–caption batches
+        if train_set is None:
+            return []
+        return epoch_batches(train_set.captions, train_set.lang, cfg.batch_size * world, cfg.seed, epoch, rehearsal,
+                             cfg.rehearsal_lang, cfg.rehearsal_ratio, flip=policy.flip,
+                             order=visit_order(train_set.pixels, cfg.seed, epoch, cfg.batch_size, world))
+
+    def local_steps(batches: list[list], epoch: int) -> list[list]:  # this process's micro-batches, pairs added
+        local = distributed.local_batches(batches, accelerator.process_index, world)
+        if not parallel:
+            return local
+        return with_pairs(local, distributed.local_batches(pair_batches(
+            parallel, cfg.rehearsal_lang, cfg.lang, cfg.batch_size * world, cfg.seed, epoch), accelerator.process_index,
+            world))
+
+    work = " and ".join(([f"{len(train_set)} images"] if train_set is not None else [])
+                        + ([f"{len(parallel)} sentence pairs"] if parallel else []))
+    counted = [] if train_set is None else epoch_batches(train_set.captions, train_set.lang, cfg.batch_size * world,
+                                                         cfg.seed, 0)
+    steps_per_epoch = len(local_steps(counted, 0)) // cfg.grad_accum
     if steps_per_epoch == 0:
-        raise TurkclipError(f"too few training images ({len(train_set)}) for batch size {cfg.batch_size}")
+        raise TurkclipError(f"too little training data ({work}) for batch size {cfg.batch_size}")
     total_steps = steps_per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps,
                                                                                  steps_per_epoch * cfg.epochs)
     epochs = math.ceil(total_steps / steps_per_epoch)
@@ -157,19 +179,17 @@ def train(cfg: TrainConfig) -> dict:
     # 6. The loop. An epoch's batches are a function of (seed, epoch), so a resumed run skips
     #    exactly the steps it has done. Each optimizer step averages `grad_accum` micro-batches.
     if main and cfg.progress:  # the size of the work up front; the bar (or a line every 30 s) adds the time left
-        print(f"training the {road.name} road on {len(train_set)} images: {total_steps} steps ({epochs} epochs of"
+        print(f"training the {road.name} road on {work}: {total_steps} steps ({epochs} epochs of"
               f" {steps_per_epoch}, {cfg.batch_size * cfg.grad_accum * world} pairs a step)", flush=True)
     bar = progress_bar(total=total_steps, initial=position["global_step"], desc="training", unit="step",
                        enabled=cfg.progress and main)
     window, window_start = [], time.perf_counter()
     with _StopOnCtrlC() as stop:
         for epoch in range(position["epoch"], epochs):
-            batches = epoch_batches(train_set.captions, train_set.lang, cfg.batch_size * world, cfg.seed, epoch,
-                                    rehearsal, cfg.rehearsal_lang, cfg.rehearsal_ratio, flip=policy.flip,
-                                    order=visit_order(train_set.pixels, cfg.seed, epoch, cfg.batch_size, world))
+            batches = image_batches(epoch)
             if views is not None:  # augmentation with a frozen image tower: this epoch's view of every image
                 bank = views.for_epoch(epoch, batches).to(device)
-            mine = distributed.local_batches(batches, accelerator.process_index, world)
+            mine = local_steps(batches, epoch)
             steps = [mine[s * cfg.grad_accum : (s + 1) * cfg.grad_accum] for s in range(steps_per_epoch)]
             first = position["step"] if epoch == position["epoch"] else 0
             last_step = min(steps_per_epoch, total_steps - epoch * steps_per_epoch)  # --max-steps may end an epoch early
@@ -236,9 +256,9 @@ def train(cfg: TrainConfig) -> dict:
     # 7. Finish: curves, a summary, the road's last words (a model card), the best epoch already in `output`.
     summary = {
         "output": str(out), "road": road.name, "saved_as": road.saved_as, "epochs": epochs,
-        "steps": position["global_step"], "train_images": len(train_set),
-        "val_images": len(val_set) if val_set is not None else 0, "skipped_images": len(train_set.skipped) + (
-            len(val_set.skipped) if val_set is not None else 0),
+        "steps": position["global_step"], "train_images": len(train_set) if train_set is not None else 0,
+        "train_pairs": len(parallel), "val_images": len(val_set) if val_set is not None else 0,
+        "skipped_images": sum(len(s.skipped) for s in (train_set, val_set) if s is not None),
         "best_val_mean_recall": position["best"] if val_set is not None else None, "precision": precision,
         "seconds": time.perf_counter() - started, "peak_memory_mb": _peak_memory_mb(device),
     }

@@ -132,33 +132,45 @@ def read_text(path: Path, encoding: str | None = None) -> str:
         raise TurkclipError(f"{path} is larger than {MAX_BYTES // 2**30} GB, the most turkclip reads as one captions"
                             " file: split it, or write the data as WebDataset shards (--shards)")
     data = path.read_bytes()
+    codec = text_encoding(path, data[:4096], encoding)
+    try:
+        return data.decode(codec)
+    except UnicodeDecodeError as e:
+        raise TurkclipError(not_decodable(path, e, f"at offset {e.start}", encoding)) from None
+
+
+def text_encoding(path: Path, head: bytes, encoding: str | None, flag: str = "--encoding") -> str:
+    """The codec to read `path` with, given its first bytes `head`: `encoding` if given (UTF-8 reads past a BOM),
+    UTF-16 when a BOM says so, else UTF-8 (a BOM allowed). UTF-16 without a BOM is refused with the `flag` to pass."""
     if encoding:
         try:
-            if codecs.lookup(encoding).name == "utf-8":
-                encoding = "utf-8-sig"  # a BOM is not part of the first column's name
-            return data.decode(encoding)
-        except (UnicodeDecodeError, LookupError) as e:
+            name = codecs.lookup(encoding).name
+        except LookupError as e:
             raise TurkclipError(f"{path}: cannot be read as {encoding}: {e}") from None
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        return data.decode("utf-16")  # the BOM makes UTF-16 unambiguous: just read it
-    head = data[:4096]
+        return "utf-8-sig" if name == "utf-8" else encoding  # a BOM is not part of the first column's name
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"  # the BOM makes UTF-16 unambiguous: just read it
     if head.count(0) > len(head) // 4:  # text has no NULs; UTF-16 without a BOM has one in every ASCII character
         order = "le" if head[1::2].count(0) > head[0::2].count(0) else "be"
-        raise TurkclipError(f"{path} looks like UTF-16 without a byte-order mark: pass --encoding utf-16-{order}"
+        raise TurkclipError(f"{path} looks like UTF-16 without a byte-order mark: pass {flag} utf-16-{order}"
                             " (or re-save it as UTF-8)")
+    return "utf-8-sig"
+
+
+def not_decodable(path: Path, error: UnicodeDecodeError, position: str, encoding: str | None,
+                  flag: str = "--encoding") -> str:
+    """The one-line message for bytes of `path` that cannot be decoded (`position`: where, e.g. "at offset 12"),
+    with a hint when they look like Turkish Windows-1254 and the `flag` that names the encoding."""
+    bad = f"byte {error.object[error.start]:#04x} {position}"
+    if encoding:
+        return f"{path}: cannot be read as {encoding} ({bad})"
+    hint = ""
     try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        hint = ""
-        try:
-            if any(ch in data.decode("cp1254") for ch in "ğşıİĞŞ"):
-                hint = " It looks like Turkish Windows-1254 (latin-5);"
-        except UnicodeDecodeError:
-            pass
-        raise TurkclipError(
-            f"{path} is not UTF-8 (byte {data[e.start]:#04x} at offset {e.start}).{hint}"
-            f" pass --encoding cp1254 (or the file's real encoding), or re-save it as UTF-8"
-        ) from None
+        if any(ch in bytes(error.object).decode("cp1254") for ch in "ğşıİĞŞ"):
+            hint = " It looks like Turkish Windows-1254 (latin-5);"
+    except UnicodeDecodeError:
+        pass
+    return f"{path} is not UTF-8 ({bad}).{hint} pass {flag} cp1254 (or the file's real encoding), or re-save it as UTF-8"
 
 
 def _read_karpathy(text: str, path: Path) -> list[ImageRecord]:

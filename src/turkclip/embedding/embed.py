@@ -160,7 +160,7 @@ def image_bank_key(kind: str, model, pixels: str, preprocess: Preprocess, precis
     the torch/transformers versions, and `extra`."""
     import transformers  # here, not at the top: photo commands import this module and need no transformers
 
-    return cache.make_key(kind, cache.tensors_fingerprint(image_tower(model).state_dict()), _image_tower_config(model),
+    return cache.make_key(kind, cache.tensors_fingerprint(image_tower(model).state_dict()), tower_config(model, "vision"),
                           torch.__version__, transformers.__version__, pixels, preprocess, precision, *extra)
 
 
@@ -175,11 +175,12 @@ def eval_mode(model):
         model.train(was_training)
 
 
-def _image_tower_config(model) -> dict:
-    """What, besides the weights, decides the image tower's output: its config (activation, norm epsilon,
-    attention implementation...) and the projection size; not where the model was loaded from."""
+def tower_config(model, tower: str) -> dict:
+    """What, besides the weights, decides the output of a CLIP tower (`tower`: "vision" or "text"): its config
+    (activation, norm epsilon, attention implementation...) and the projection size; not where the model was
+    loaded from. Part of the cache keys of embeddings the tower made (image bank, teacher)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    vision = {k: v for k, v in base.config.vision_config.to_dict().items()
+    config = {k: v for k, v in getattr(base.config, f"{tower}_config").to_dict().items()
               if k not in ("_name_or_path", "transformers_version")}
-    return {"vision": vision, "projection_dim": base.config.projection_dim,
+    return {tower: config, "projection_dim": base.config.projection_dim,
             "attn": getattr(base.config, "_attn_implementation", None)}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -35,12 +35,15 @@ from turkclip.roads.text_prefix import FullText
 class TrainingData:
     """What a road may need from the run to set itself up."""
 
-    train: object  # turkclip.data.dataset.ImageTextSet: the train split (captions per image, their language)
+    train: object  # turkclip.data.dataset.ImageTextSet: the train split (captions per image, their language); None:
+    # no images at all (the text-tower road on parallel sentences alone)
     rehearsal: list[list[str]] | None  # base-language (English) captions per train image, or None
     rehearsal_lang: str
     device: torch.device
     precision: str  # resolved: fp32 | bf16 | fp16
     cache_dir: Path | None
+    flip: bool = False  # --augment flip: items may be mirrored (their teacher targets must be too)
+    parallel: list[tuple[str, str]] = field(default_factory=list)  # (base, new) sentence pairs, --parallel-captions
 
 
 @dataclass
@@ -83,11 +86,21 @@ class Road:
 
     def build(self, clip, data: TrainingData):
         """Teacher first (the base CLIP's own text tower, before anything changes it), then the trainable model."""
-        if self.objective.needs_teacher:
-            self.teacher = build_teacher(clip, data.rehearsal, data.rehearsal_lang, data.device, data.precision,
-                                         data.cache_dir)
+        self.teacher = self._teacher(clip, data)
         self.clip = self._trainable(clip, data)
         return self.clip
+
+    def _teacher(self, clip, data: TrainingData, sentences: list[str] = ()) -> Teacher | None:
+        """The base CLIP's own text tower on the English captions of the train images (when the objective distils
+        them) and on `sentences`; None when nothing is distilled."""
+        distils_images = self.objective.needs_teacher and data.train is not None
+        if distils_images and data.rehearsal is None:
+            raise TurkclipError("distillation (--objective distill or mix) needs --rehearsal-captions: English captions"
+                                " of the same images, which the base CLIP's text tower embeds as the teacher")
+        if not distils_images and not sentences:
+            return None
+        return build_teacher(clip, data.rehearsal if distils_images else None, data.rehearsal_lang, data.device,
+                             data.precision, data.cache_dir, flip=data.flip, sentences=sentences)
 
     def _trainable(self, clip, data: TrainingData):
         raise NotImplementedError
@@ -102,7 +115,7 @@ class Road:
     def loss(self, step: Step) -> torch.Tensor:
         obj, text = self.objective, step.text
         loss = 0.0
-        if self.teacher is not None:  # distillation: each caption towards the teacher's English embedding(s)
+        if obj.needs_teacher:  # distillation: each caption towards the teacher's English embedding(s)
             target, has = self.teacher.targets(step.items, text.device)
             weight = 1.0 if obj.kind == "distill" else obj.distill_weight
             loss = weight * distill_loss(text[has].float(), target[has]) if has.any() else 0.0 * text.sum()

@@ -63,9 +63,10 @@ class TextTower(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.frozen_encoder:
             return self.dense(self._remembered_pooled(input_ids, attention_mask))
-        return self.dense(self._pooled(input_ids, attention_mask))
+        return self.dense(self.pooled(input_ids, attention_mask))
 
-    def _pooled(self, input_ids, attention_mask):
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled encoder output: what the projection maps into CLIP's space."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return mean_pool(hidden, attention_mask)
 
@@ -79,7 +80,7 @@ class TextTower(nn.Module):
                 seen.add(key)
                 missing.append(i)
         if missing:
-            for i, vec in zip(missing, self._pooled(input_ids[missing], attention_mask[missing]).float()):
+            for i, vec in zip(missing, self.pooled(input_ids[missing], attention_mask[missing]).float()):
                 self._pooled_memo[keys[i]] = vec
         return torch.stack([self._pooled_memo[k] for k in keys])
 
@@ -89,16 +90,25 @@ class TextTower(nn.Module):
             self.encoder.eval()  # a frozen encoder never runs dropout: its remembered features stay valid
         return self
 
-    def prepare_training(self, mode: str, lora: LoraSettings | None = None) -> None:
-        """Decide what trains: the projection only, LoRA on the encoder's attention, or everything."""
+    def prepare_training(self, mode: str, lora: LoraSettings | None = None, top: int | None = None) -> None:
+        """Decide what trains: the projection only, LoRA on the encoder's attention, or everything; with `top`, of the
+        encoder only its top `top` layers (LoRA in them, or every weight of them)."""
         if mode not in TRAIN_MODES:
             raise TurkclipError(f"--text-train must be one of {', '.join(TRAIN_MODES)}, not {mode!r}")
-        self.encoder.requires_grad_(mode == "full")
+        layers = None
+        if top is not None:
+            check_layers(self.encoder, top)
+            depth = len(encoder_layers(self.encoder))
+            layers = range(depth - top, depth)
+        self.encoder.requires_grad_(mode == "full" and layers is None)
+        if mode == "full" and layers is not None:
+            for i in layers:
+                encoder_layers(self.encoder)[i].requires_grad_(True)
         self.dense.requires_grad_(True)
         self.frozen_encoder = mode == "head"
         self._pooled_memo.clear()
         if mode == "lora":
-            self.encoder = attach_encoder_lora(self.encoder, lora or LoraSettings())
+            self.encoder = attach_encoder_lora(self.encoder, lora or LoraSettings(), layers)
 
     def merged_encoder(self) -> nn.Module:
         """The encoder with any LoRA folded in (a copy: training can go on with the original)."""
@@ -107,7 +117,25 @@ class TextTower(nn.Module):
         return self.encoder
 
 
-def attach_encoder_lora(encoder: nn.Module, settings: LoraSettings) -> nn.Module:
+def encoder_layers(encoder: nn.Module) -> nn.ModuleList:
+    """The transformer blocks of a (possibly PEFT-wrapped) BERT-family encoder (BERT, e5, RoBERTa, XLM-R, ELECTRA,
+    CamemBERT: an `embeddings` module and `encoder.layer` blocks)."""
+    base = encoder.get_base_model() if hasattr(encoder, "get_base_model") else encoder
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList) or not hasattr(base, "embeddings"):
+        raise TurkclipError(f"--text-layers needs a BERT-style encoder (bert, e5, roberta, xlm-roberta, electra,"
+                            f" camembert), not {getattr(base.config, 'model_type', '?')!r}; leave --text-layers out")
+    return layers
+
+
+def check_layers(encoder: nn.Module, top: int) -> None:
+    n = len(encoder_layers(encoder))
+    if not 1 <= top <= n:
+        raise TurkclipError(f"--text-layers {top}: the text model has {n} layers; give 1 to {n}")
+
+
+def attach_encoder_lora(encoder: nn.Module, settings: LoraSettings, layers: range | None = None) -> nn.Module:
+    """PEFT LoRA on the encoder's attention projections: in every layer, or in the layers numbered `layers`."""
     from peft import LoraConfig, get_peft_model
 
     model_type = getattr(encoder.config, "model_type", "?")
@@ -115,7 +143,7 @@ def attach_encoder_lora(encoder: nn.Module, settings: LoraSettings) -> nn.Module
         raise TurkclipError(f"no LoRA targets known for text encoders of type {model_type!r} (known: "
                             f"{', '.join(sorted(LORA_TARGETS))}); use --text-train head or full")
     config = LoraConfig(r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-                        target_modules=LORA_TARGETS[model_type])
+                        target_modules=LORA_TARGETS[model_type], layers_to_transform=list(layers) if layers else None)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         return get_peft_model(encoder, config)

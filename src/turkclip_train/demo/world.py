@@ -2,14 +2,17 @@
 
 Scenes are a background colour plus 1-3 groups of identical shapes.  Each
 scene is rendered to a small PNG and described in English and Turkish from the
-same scene description.  `build_world` writes Karpathy-style caption files;
-`build_tokenizer` trains a small byte-level BPE tokenizer on caption text.
+same scene description.  `build_world` writes Karpathy-style caption files and an
+English–Turkish parallel corpus of the train scenes (`parallel_pairs`: the translation corpus a
+user would bring to the text-tower road); `build_tokenizer` trains a small byte-level BPE
+tokenizer on caption text.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -83,6 +86,7 @@ class WorldFiles:
     images: Path  # folder with the PNGs
     english: Path  # captions_en.json
     turkish: Path  # captions_tr.json
+    parallel: Path  # parallel_en_tr.tsv: English<TAB>Turkish caption pairs of the train scenes
     heldout: list[tuple[str, str]]  # held-out (colour, shape) combos, English names
 
 
@@ -219,6 +223,23 @@ def make_scenes(seed: int, n_train: int, n_val: int, n_test: int, heldout: list[
     return out
 
 
+def parallel_pairs(scenes: list[tuple[str, Scene]], heldout: list[tuple[str, str]], seed: int) -> list[tuple[str, str]]:
+    """One (English, Turkish) translation per train scene whose Turkish captions are trained on — no val or test
+    scene, and no scene that shows a held-out colour–shape pair (kept out of Turkish training) — its caption
+    template drawn at random: a corpus of translated captions, one per scene, ~2,400 pairs for 3,000 scenes."""
+    held = set(heldout)
+    rng = random.Random(f"parallel-{seed}")
+    return [pairs[rng.randrange(len(pairs))] for split, scene in scenes if split == "train" and not scene.pairs() & held
+            for pairs in [list(zip(english_captions(scene), turkish_captions(scene)))]]
+
+
+def write_parallel(path: Path, pairs: list[tuple[str, str]]) -> None:
+    """A TSV as translation corpora come: an `en<TAB>tr` header, one pair per line (written atomically)."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("en\ttr\n" + "".join(f"{en}\t{tr}\n" for en, tr in pairs), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 # ---------------------------------------------------------------- rendering
 
 # Slot centres (fractions of the image) for 1, 2 or 3 shapes in each position.
@@ -283,7 +304,8 @@ def build_world(root: Path, seed: int = 0, n_train: int = 3000, n_val: int = 300
                 image_size: int = 64, workers: int = 2) -> WorldFiles:
     root = Path(root)
     images = root / "images"
-    files = WorldFiles(images, root / "captions_en.json", root / "captions_tr.json", choose_heldout(seed))
+    files = WorldFiles(images, root / "captions_en.json", root / "captions_tr.json", root / "parallel_en_tr.tsv",
+                       choose_heldout(seed))
     args = {"seed": seed, "n_train": n_train, "n_val": n_val, "n_test": n_test, "image_size": image_size}
     manifest = root / "world.json"
     total = n_train + n_val + n_test
@@ -296,6 +318,9 @@ def build_world(root: Path, seed: int = 0, n_train: int = 3000, n_val: int = 300
             old = {}
         if (old.get("version") == VERSION and old.get("args") == args and files.english.exists()
                 and files.turkish.exists() and all((images / f"{i:05d}.png").exists() for i in range(total))):
+            if not files.parallel.exists():  # a world from before the parallel corpus: only that is added
+                write_parallel(files.parallel, parallel_pairs(make_scenes(seed, n_train, n_val, n_test, files.heldout),
+                                                              files.heldout, seed))
             return files
         manifest.unlink()
 
@@ -331,6 +356,7 @@ def build_world(root: Path, seed: int = 0, n_train: int = 3000, n_val: int = 300
             entries.append({"split": split, "filename": f"{imgid:05d}.png", "imgid": imgid, "sentences": sentences})
         data = {"dataset": "turkclip-demo", "images": entries}
         path.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+    write_parallel(files.parallel, parallel_pairs(scenes, files.heldout, seed))
 
     # The manifest is written last, so a half-built world is never "complete".
     info = {"version": VERSION, "args": args, "heldout": [list(p) for p in files.heldout]}
