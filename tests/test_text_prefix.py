@@ -227,7 +227,7 @@ def test_flag_combinations_are_refused_before_any_data_is_read(tiny_model, tmp_p
     flags = ["train", "--model", str(tiny_model), "--captions", str(tmp_path / "missing.csv"), "--images",
              str(tmp_path / "nowhere"), "--output", str(tmp_path / "out"), "--no-progress"]
     for extra, phrase in ((["--lora-layers", "1"], "needs --lora-towers text"),
-                          (["--lora-layers", "1", "--text-model", str(tmp_path / "e5")], "not a --text-model"),
+                          (["--lora-layers", "1", "--text-model", str(tmp_path / "e5")], "with a --text-model, --text-layers N"),
                           (["--negatives", "bank"], "needs a frozen image tower (--lora-towers text")):
         assert cli(flags + extra) == 1
         err = capsys.readouterr().err
