@@ -118,3 +118,16 @@ def test_the_cli_names_the_first_bad_line_and_skips_bad_lines_when_asked(tiny_mo
     assert "\n" not in err and "--skip-bad-lines" in err
     assert main([*args, "--output", str(tmp_path / "b"), "--skip-bad-lines"]) == 0
     assert "skipped 1 bad lines" in capsys.readouterr().err
+
+
+def test_tower_only_flags_are_refused_elsewhere_and_lstsq_keeps_a_trained_towers_head(tmp_path):
+    from turkclip.roads.sentence_folder import ALIGNMENT_FILE
+    from turkclip_train.config import road_for
+
+    for cfg, phrase in ((TrainConfig(text_layers=2), "--text-layers is for the text-tower road"),
+                        (TrainConfig(head_init="lstsq"), "--head-init is for the text-tower road")):
+        with pytest.raises(TurkclipError, match=phrase):
+            road_for(cfg)
+    (tmp_path / ALIGNMENT_FILE).write_text("{}")  # a tower turkclip trained, to train further
+    with pytest.raises(TurkclipError, match="keeps its head"):
+        road_for(TrainConfig(text_model=str(tmp_path), head_init="lstsq")).check()

@@ -107,9 +107,9 @@ class TrainConfig:
         group="the text-tower road"))
     head_init: str = field(default="random", metadata=_help(
         "the new projection head's start. lstsq: the closed-form least-squares map from the encoder's pooled"
-        " features to the teacher's embeddings of the English side of --parallel-captions and of the"
-        " --rehearsal-captions (and their translations), computed in one pass before the first step; random: a"
-        " random linear layer", choices=["random", "lstsq"], group="the text-tower road"))
+        " features to the teacher's embeddings — both sides of each --parallel-captions pair to its English side's,"
+        " the --rehearsal-captions (with --objective distill/mix) to their own — computed in one pass before the"
+        " first step; random: a random linear layer", choices=["random", "lstsq"], group="the text-tower road"))
     parallel_captions: str | None = field(default=None, metadata=_help(
         "parallel sentences: a .tsv of base<TAB>new lines (an optional first line naming the columns, e.g."
         " en<TAB>tr) or a .jsonl of {\"en\": ..., \"tr\": ...} objects, e.g. translated captions. The new tower"
