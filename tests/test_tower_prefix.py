@@ -19,16 +19,17 @@ def tower(tiny_encoder, mode="full", top=None):
     return t.eval()
 
 
+@pytest.mark.parametrize("group", [8, 2])  # 2: the batch runs as three length groups, put back in the batch's order
 @pytest.mark.parametrize("top", [1, 2])
 @pytest.mark.parametrize("mode", ["full", "lora"])
-def test_prefix_features_equal_the_full_forward(tiny_encoder, top, mode):
+def test_prefix_features_equal_the_full_forward(tiny_encoder, top, mode, group):
     t = tower(tiny_encoder, mode, top)
     if mode == "lora":  # a trained LoRA, not the identity it starts as
         with torch.no_grad():
             for name, p in t.encoder.named_parameters():
                 if "lora_B" in name:
                     p.normal_(0, 0.5)
-    prefix = TowerPrefix(t, top, CPU, "fp32")
+    prefix = TowerPrefix(t, top, CPU, "fp32", group=group)
     items = [Item(i, s, "tr") for i, s in enumerate(SENTENCES)]
     with torch.no_grad():
         got = prefix.features(None, **prefix.inputs(items, CPU))

@@ -29,9 +29,10 @@ STORE_DTYPE = {"bf16": torch.bfloat16, "fp16": torch.float16}  # fp32 runs keep 
 class TowerPrefix:
     """Frozen embeddings and lower layers once per sentence; the top `top` layers, pooling and projection every step."""
 
-    def __init__(self, tower, top: int, device: torch.device, precision: str, batch_size: int = 256):
+    def __init__(self, tower, top: int, device: torch.device, precision: str, batch_size: int = 256, group: int = 8):
         check_layers(tower.encoder, top)
         self.tower, self.device, self.precision, self.batch_size = tower, device, precision, batch_size
+        self.group = group  # sentences per length group in the top layers (see `pooled`)
         base = tower.encoder.get_base_model() if hasattr(tower.encoder, "get_base_model") else tower.encoder
         layers = encoder_layers(base)
         self.embeddings, self.lower, self.upper = base.embeddings, layers[: len(layers) - top], layers[len(layers) - top :]
@@ -73,8 +74,19 @@ class TowerPrefix:
     # --- inside the model: the top layers on the remembered states -------------------------------------------------
 
     def pooled(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The encoder's mean-pooled output, from the remembered states (what `TextTower.pooled` gives)."""
-        return mean_pool(self._run(self.upper, hidden, attention_mask), attention_mask)
+        """The encoder's mean-pooled output, from the remembered states (what `TextTower.pooled` gives).
+
+        The rows run in groups of similar length, each padded only to its own longest sentence: a random batch pads
+        to its longest, ~1.5x the mean in the demo's captions, and a sentence's output does not depend on its batch.
+        """
+        lengths = attention_mask.sum(1)
+        order = torch.argsort(lengths, stable=True)
+        parts = []
+        for rows in order.split(self.group):
+            n = int(lengths[rows].max())
+            h, m = hidden[rows, :n], attention_mask[rows, :n]
+            parts.append(mean_pool(self._run(self.upper, h, m), m))
+        return torch.cat(parts)[torch.argsort(order)]  # back in the batch's order
 
     def features(self, model, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.tower.dense(self.pooled(hidden, attention_mask))
