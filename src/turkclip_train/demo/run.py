@@ -44,7 +44,7 @@ from .world import make_scenes
 FULL = (Stage1(n_train=3000, n_val=300, n_test=500, architecture="demo-small", epochs=16,
                batch_size=64, lr=1e-3, weight_decay=0.1),
         LoraRecipe(epochs=4, batch_size=64, lr=5e-3, lora_r=8, rehearsal_ratio=0.5),
-        TowerRecipe(epochs=6, batch_size=16, encoder_lr=3e-4, head_lr=1e-3, text_layers=4))
+        TowerRecipe(epochs=4, batch_size=16, encoder_lr=3e-4, head_lr=1e-3, text_layers=4))
 QUICK = (Stage1(n_train=600, n_val=60, n_test=100, architecture="demo-tiny", epochs=10,
                 batch_size=32, lr=2e-3, weight_decay=0.1),
          LoraRecipe(epochs=6, batch_size=32, lr=5e-3, lora_r=8, rehearsal_ratio=0.4),
