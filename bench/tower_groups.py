@@ -53,14 +53,14 @@ def main() -> None:
     batches = [rng.sample(sentences, 2 * args.batch_pairs) for _ in range(args.steps)]
     seconds: dict[int, list[float]] = {WHOLE_BATCH: [], 8: []}
     for _ in range(args.rounds):
-        for group in seconds:
+        for group, times in seconds.items():
             prefix.group = group
             start = time.perf_counter()
             for batch in batches:
                 with autocast(CPU, precision):
                     features = prefix.features(None, **prefix.padded(batch, CPU))
                 features.float().pow(2).mean().backward()
-            seconds[group].append((time.perf_counter() - start) / len(batches))
+            times.append((time.perf_counter() - start) / len(batches))
     tower.eval()
     with torch.no_grad(), autocast(CPU, precision):
         inputs = prefix.padded(batches[0], CPU)
