@@ -156,3 +156,23 @@ def test_a_shard_key_that_leaves_the_folder_is_refused(tmp_path):
     with pytest.raises(TurkclipError, match="leaves the images root"):
         shards.unpack_images(str(tmp_path / "evil.tar"), tmp_path / "photos")
     assert not (tmp_path / "escape.jpg").exists()
+
+
+def test_hostile_members_are_bad_samples_not_tracebacks_or_memory(tmp_path, monkeypatch):
+    deep = b'{"caption": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    monkeypatch.setattr(shards, "MAX_TEXT_BYTES", len(deep) + 1)
+    _write_shard(tmp_path / "00000.tar", _good("000", 0) + [
+        ("001.jpg", _jpeg(1)), ("001.json", deep),  # nested past Python's recursion limit
+        ("002.jpg", _jpeg(2)), ("002.json", b'{"caption": "yar\\ud800m"}'),  # a lone surrogate: not text
+        ("003.jpg", _jpeg(3)), ("003.txt", b"x" * (len(deep) + 2)),  # over the caption limit: never read
+        *_good("004", 4)])
+    pattern = str(tmp_path / "00000.tar")
+    data = load_shard_set(pattern, "tr", Preprocess(size=16), skip_bad=True, cache_dir=tmp_path / "c")
+    assert data.filenames == ["000", "004"]
+    problems = dict(data.skipped)
+    assert problems["00000.tar:001"] == "caption unreadable (JSON nested too deeply to read)"
+    assert problems["00000.tar:002"].startswith("caption unreadable (UnicodeEncodeError") and "surrogates" in \
+        problems["00000.tar:002"]
+    assert problems["00000.tar:003"] == f"too large: txt member of {len(deep) + 2:,} bytes (limit {len(deep) + 1:,})"
+    with pytest.raises(TurkclipError, match=r"^3 of 5 samples .* \(first: 00000.tar:001: caption unreadable"):
+        load_shard_set(pattern, "tr", Preprocess(size=16), cache_dir=tmp_path / "d")

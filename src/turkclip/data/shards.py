@@ -8,7 +8,8 @@ dot of its file name, as webdataset reads it. `--shards "data/{00000..00099}.tar
 
 Shards are read streaming, in order, a shard never held whole; `shard_set` makes a training or
 evaluation set of them. Bad samples (an image that does not decode, no image, no caption, a
-repeated key, a truncated shard) are counted; they stop the run unless `--skip-bad-images` says to
+repeated key, a truncated shard, a member over its size limit, a caption that is not Unicode text or
+JSON nested too deeply to read) are counted; they stop the run unless `--skip-bad-images` says to
 leave them out. Parsing is the standard library's `tarfile`: the few
 lines here keep CLIP's exact preprocessing and count every bad sample, which a generic pipeline's
 decoders and error handlers would not.
@@ -28,6 +29,9 @@ from turkclip.atomic import atomic_path
 from turkclip.errors import TurkclipError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+MAX_IMAGE_BYTES = 64 * 2**20  # a member is read whole: an image member over this is a bad sample, never read
+MAX_TEXT_BYTES = 2**20  # the same for a caption (.txt / .json) member or any other
+TOO_BIG = "\0too big"  # a group entry no member's extension can be: why the sample is bad
 
 
 @dataclass
@@ -73,6 +77,10 @@ def read_samples(paths: list[Path], need_caption: bool = True) -> Iterator[Sampl
                         yield replace(_sample(path, key, group, seen, need_caption), shard=shard)
                         group = {}
                     key = name_key
+                    limit = MAX_IMAGE_BYTES if ext in IMAGE_EXTENSIONS else MAX_TEXT_BYTES
+                    if member.size > limit:  # skipped unread: the stream moves past it
+                        group[TOO_BIG] = f"{ext} member of {member.size:,} bytes (limit {limit:,})".encode()
+                        continue
                     group[ext] = tar.extractfile(member).read()
         except (tarfile.TarError, OSError, EOFError) as e:
             if key is not None:  # the last whole group before the damage
@@ -87,12 +95,16 @@ def read_samples(paths: list[Path], need_caption: bool = True) -> Iterator[Sampl
 
 def _sample(path: Path, key: str, group: dict[str, bytes], seen: set[str], need_caption: bool = True) -> Sample:
     where = f"{path.name}:{key}"
+    if TOO_BIG in group:
+        return Sample(where, key, None, [], f"too large: {group[TOO_BIG].decode()}")
     ext = next((e for e in IMAGE_EXTENSIONS if e in group), "")
     image = group.get(ext)
     try:
         captions = _captions(group)
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeError, ValueError) as e:
         return Sample(where, key, None, [], f"caption unreadable ({type(e).__name__}: {e})")
+    except RecursionError:
+        return Sample(where, key, None, [], "caption unreadable (JSON nested too deeply to read)")
     if key in seen:
         return Sample(where, key, None, [], "key repeated (an earlier sample has it)")
     seen.add(key)
@@ -110,7 +122,10 @@ def _captions(group: dict[str, bytes]) -> list[str]:
         meta = json.loads(group["json"].decode("utf-8-sig"))
         found = meta.get("captions", meta.get("caption")) if isinstance(meta, dict) else None
         found = [found] if isinstance(found, str) else found
-        return [c.strip() for c in found if isinstance(c, str) and c.strip()] if isinstance(found, list) else []
+        captions = [c.strip() for c in found if isinstance(c, str) and c.strip()] if isinstance(found, list) else []
+        for caption in captions:  # JSON's "\ud800" escape makes a lone surrogate: half a character, no text
+            caption.encode("utf-8")
+        return captions
     return []
 
 
