@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -137,13 +138,15 @@ from turkclip_train.cli import main
 from turkclip.search.photo_index import open_index
 from turkclip.search.photo_search import open_search
 from turkclip_train.serve.app import create_app
-index, export, photo = sys.argv[1:]
+index, export, photo, shard = sys.argv[1:]
 folder = photo.rsplit("/", 1)[0]
 codes = [main(["index", folder, "--output", index, "--onnx", export, "--no-progress"]),
          main(["index", folder, "--output", index, "--no-progress"]),  # an update: the index's own export
          main(["search", index, "kırmızı bir araba", "-k", "3"]),  # the same: no --onnx needed
          main(["search", index, "--image", photo, "-k", "3", "--onnx", export]),
-         main(["classify", "--onnx", export, photo, "--labels", "kedi,köpek"])]
+         main(["classify", "--onnx", export, photo, "--labels", "kedi,köpek"]),
+         main(["index", index + "-photos", "--shards", shard, "--output", index + "-shards", "--onnx", export,
+               "--no-progress"])]
 client = TestClient(create_app(open_search(open_index(index)), folder, allowed_hosts=["testserver"]))
 answers = [client.get("/api/search", params={"q": "deniz"}).status_code,
            client.post("/api/classify", files={"photo": open(photo, "rb")},
@@ -156,11 +159,17 @@ print(json.dumps({"codes": codes, "answers": answers,
 def test_index_search_classify_and_serve_run_without_torch(base_export, tiny_images, tmp_path):
     pytest.importorskip("fastapi", reason="the web extras are not installed (pip install 'turkclip[app]')")
     pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (pip install 'turkclip[test]')")
+    shard = tmp_path / "00000.tar"  # two photos as WebDataset samples, for `index --shards`
+    with tarfile.open(shard, "w") as tar:
+        for key, name in (("a", "04.jpg"), ("b", "05.jpg")):
+            tar.add(tiny_images / name, arcname=f"{key}.jpg")
     run = subprocess.run([sys.executable, "-c", NO_TORCH, str(tmp_path / "idx"), str(base_export),
-                          str(tiny_images / "03.jpg")], capture_output=True, text=True, timeout=300)
+                          str(tiny_images / "03.jpg"), str(shard)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout.strip().splitlines()[-1])
-    assert result == {"codes": [0, 0, 0, 0, 0], "answers": [200, 200], "heavy": []}
+    assert result == {"codes": [0, 0, 0, 0, 0, 0], "answers": [200, 200], "heavy": []}
+    assert sorted(p.name for p in (tmp_path / "idx-photos").iterdir()) == ["a.jpg", "b.jpg"]
+    assert "2 photos unpacked from the shards" in run.stdout
 
 
 def _one_line_error(capsys, argv, phrase):

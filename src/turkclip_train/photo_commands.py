@@ -20,7 +20,8 @@ def index(args) -> None:
         raise TurkclipError(f"--chunk-size must be at least 1, not {args.chunk_size}")
     onnx = args.onnx or (None if args.model or args.adapter or args.text_model else built_with_onnx(Path(args.output)))
     if onnx is not None:
-        _check_onnx_flags(args, onnx, "--shards", "--precision")
+        _check_onnx_flags(args, onnx, "--precision")
+        unpacked = _unpack(args) if args.shards else None
         report = build_index(args.folder, args.output, chunk_size=args.chunk_size, progress=not args.no_progress,
                              onnx=onnx)
     else:
@@ -59,14 +60,20 @@ def _torch_index(args):
     with process_group(args.device) as device:  # under torchrun: every process embeds a share, rank 0 writes
         if args.shards:  # one process unpacks the shards' images into the folder, then the folder is indexed
             from turkclip import cache
-            from turkclip.data.shards import unpack_images
 
             with cache.main_process_first():
-                unpacked = unpack_images(args.shards, args.folder) if is_main_process() else None
+                unpacked = _unpack(args) if is_main_process() else None
         report = build_index(args.folder, args.output, args.model, args.adapter, args.tokenizer, device,
                              resolve_precision(args.precision or "auto", device), args.chunk_size,
                              progress=not args.no_progress, text_model=args.text_model)
     return (report, unpacked) if is_main_process() else (None, None)
+
+
+def _unpack(args) -> tuple[int, int, list[tuple[str, str]]]:
+    """--shards: the shards' images written into the folder to index (no torch needed)."""
+    from turkclip.data.shards import unpack_images
+
+    return unpack_images(args.shards, args.folder)
 
 
 def _check_onnx_flags(args, onnx, *torch_only: str) -> None:
